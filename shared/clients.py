@@ -1,0 +1,100 @@
+"""The one place that turns settings into confluent-kafka clients, and creates topics."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from shared.errors import KafkaError
+from shared.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+# Frames are large; both sides agree on this ceiling (the local broker allows 16 MiB).
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def producer_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
+    """Idempotent, acks=all, compressed: a frame the broker acknowledged is durable and unique."""
+    cfg: dict[str, Any] = {
+        **settings.base_config(),
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": "lz4",
+        "linger.ms": 5,
+        "message.max.bytes": MAX_MESSAGE_BYTES,
+        "queue.buffering.max.kbytes": 512 * 1024,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def consumer_config(settings: KafkaSettings, group: str, **overrides: Any) -> dict[str, Any]:
+    """Offsets are stored by hand after the work is done, never auto-stored after poll."""
+    cfg: dict[str, Any] = {
+        **settings.base_config(),
+        "group.id": group,
+        "enable.auto.offset.store": False,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "fetch.max.bytes": 4 * MAX_MESSAGE_BYTES,
+        "max.partition.fetch.bytes": MAX_MESSAGE_BYTES,
+        "fetch.message.max.bytes": MAX_MESSAGE_BYTES,
+        "session.timeout.ms": 10000,
+        "heartbeat.interval.ms": 1000,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def make_producer(settings: KafkaSettings, **overrides: Any) -> Producer:
+    return Producer(producer_config(settings, **overrides))
+
+
+def make_consumer(settings: KafkaSettings, group: str, **overrides: Any) -> Consumer:
+    return Consumer(consumer_config(settings, group, **overrides))
+
+
+def make_admin(settings: KafkaSettings) -> AdminClient:
+    return AdminClient(settings.base_config())
+
+
+def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int], replication: int = 1,
+                  configs: Mapping[str, Mapping[str, str]] | None = None, timeout: float = 30.0) -> None:
+    """Create the topics that do not exist yet (name -> partitions); existing ones are left alone."""
+    admin = make_admin(settings)
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [
+        NewTopic(name, num_partitions=parts, replication_factor=replication,
+                 config=dict((configs or {}).get(name, {})))
+        for name, parts in topics.items() if name not in existing
+    ]
+    if not wanted:
+        return
+    for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
+        try:
+            future.result()
+            log.info("created topic %s", name)
+        except Exception as exc:  # noqa: BLE001 - confluent raises KafkaException wrapping a code
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise KafkaError(f"cannot create topic {name}: {exc}") from exc
+
+
+def pipeline_topics(settings: KafkaSettings, partitions: int = 4) -> dict[str, int]:
+    """The pipeline's topics and their partition counts."""
+    t = settings.topics
+    return {t.train: partitions, t.score: partitions, t.predictions: partitions,
+            t.models: 1, t.dlq: 1, t.deltas: 1}
+
+
+MODEL_TOPIC_CONFIG = {"cleanup.policy": "compact", "max.message.bytes": str(MAX_MESSAGE_BYTES)}
+
+
+def ensure_pipeline_topics(settings: KafkaSettings, partitions: int = 4, replication: int = 1) -> None:
+    t = settings.topics
+    big = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
+    configs = {t.models: MODEL_TOPIC_CONFIG, t.train: big, t.score: big, t.predictions: big,
+               t.dlq: big, t.deltas: big}
+    ensure_topics(settings, pipeline_topics(settings, partitions), replication, configs)
