@@ -29,7 +29,11 @@ HEADER_SIZE = HEADER.size  # 40
 FLAG_WEIGHTS = 1  # per-record weights (train)
 FLAG_VALUES = 2  # per-index values (signs of signed hashing, or opt-in raw numbers)
 _KNOWN_FLAGS = FLAG_WEIGHTS | FLAG_VALUES
-_EMPTY_U8 = np.zeros(0, np.uint8)
+# explicit little-endian dtypes: the layout is little-endian on every host
+_U8, _U32, _U64 = np.dtype("u1"), np.dtype("<u4"), np.dtype("<u8")
+_F32, _F64 = np.dtype("<f4"), np.dtype("<f8")
+_EMPTY_U32 = np.zeros(0, _U32)
+_EMPTY_U32.flags.writeable = False
 
 
 class Kind(IntEnum):
@@ -75,23 +79,27 @@ def _section(arr: np.ndarray, dtype: np.dtype | type) -> bytes:
     return raw + b"\0" * (_pad(len(raw)) - len(raw))
 
 
-def _check_csr(n: int, offsets: np.ndarray, indices: np.ndarray) -> None:
-    if offsets.shape != (n + 1,) or (n >= 0 and int(offsets[-1]) != indices.shape[0]):
-        raise ValueError("offsets must have n+1 entries ending at len(indices)")
+def _check_csr(n: int, offsets: np.ndarray, indices: np.ndarray, values: np.ndarray | None) -> None:
+    if offsets.shape != (n + 1,) or int(offsets[0]) != 0 or int(offsets[-1]) != indices.shape[0]:
+        raise ValueError("offsets must have n+1 entries from 0 to len(indices)")
+    if values is not None and values.shape != indices.shape:
+        raise ValueError("one value per index")
 
 
 def encode_train(spec: SpecId, labels: np.ndarray, offsets: np.ndarray, indices: np.ndarray,
                  weights: np.ndarray | None = None, values: np.ndarray | None = None) -> bytes:
     """Encode a training frame; ``offsets`` are CSR row starts (``n+1`` entries)."""
     n, nnz = int(labels.shape[0]), int(indices.shape[0])
-    _check_csr(n, offsets, indices)
+    _check_csr(n, offsets, indices, values)
+    if weights is not None and weights.shape != (n,):
+        raise ValueError("one weight per record")
     flags = (FLAG_WEIGHTS if weights is not None else 0) | (FLAG_VALUES if values is not None else 0)
-    parts = [_header(Kind.TRAIN, spec, flags, n, nnz, 0, 0), _section(labels, np.uint8)]
+    parts = [_header(Kind.TRAIN, spec, flags, n, nnz, 0, 0), _section(labels, _U8)]
     if weights is not None:
-        parts.append(_section(weights, np.float32))
-    parts += [_section(offsets, np.uint32), _section(indices, np.uint32)]
+        parts.append(_section(weights, _F32))
+    parts += [_section(offsets, _U32), _section(indices, _U32)]
     if values is not None:
-        parts.append(_section(values, np.float32))
+        parts.append(_section(values, _F32))
     return b"".join(parts)
 
 
@@ -99,12 +107,12 @@ def encode_score(spec: SpecId, request_ids: np.ndarray, offsets: np.ndarray, ind
                  values: np.ndarray | None = None) -> bytes:
     """Encode a score request frame; request ids are opaque to the learner's side."""
     n, nnz = int(request_ids.shape[0]), int(indices.shape[0])
-    _check_csr(n, offsets, indices)
+    _check_csr(n, offsets, indices, values)
     flags = FLAG_VALUES if values is not None else 0
-    parts = [_header(Kind.SCORE, spec, flags, n, nnz, 0, 0), _section(request_ids, np.uint64),
-             _section(offsets, np.uint32), _section(indices, np.uint32)]
+    parts = [_header(Kind.SCORE, spec, flags, n, nnz, 0, 0), _section(request_ids, _U64),
+             _section(offsets, _U32), _section(indices, _U32)]
     if values is not None:
-        parts.append(_section(values, np.float32))
+        parts.append(_section(values, _F32))
     return b"".join(parts)
 
 
@@ -114,14 +122,14 @@ def encode_prediction(spec: SpecId, request_ids: np.ndarray, probabilities: np.n
     if probabilities.shape != (n,):
         raise ValueError("one probability per request id")
     return b"".join([_header(Kind.PREDICTION, spec, 0, n, 0, 0, model_version),
-                     _section(request_ids, np.uint64), _section(probabilities, np.float64)])
+                     _section(request_ids, _U64), _section(probabilities, _F64)])
 
 
 def encode_error(spec: SpecId, request_ids: np.ndarray, reason: str, model_version: int = 0) -> bytes:
     """An error reply: the requests it names were not scored, for ``reason``."""
     raw = reason.encode("utf-8")
     return b"".join([_header(Kind.ERROR, spec, 0, int(request_ids.shape[0]), 0, len(raw), model_version),
-                     _section(request_ids, np.uint64), raw + b"\0" * (_pad(len(raw)) - len(raw))])
+                     _section(request_ids, _U64), raw + b"\0" * (_pad(len(raw)) - len(raw))])
 
 
 class _Reader:
@@ -130,11 +138,12 @@ class _Reader:
     def __init__(self, buf: bytes | memoryview) -> None:
         self.buf, self.pos = buf, HEADER_SIZE
 
-    def take(self, dtype: type, count: int) -> np.ndarray:
-        size = np.dtype(dtype).itemsize * count
+    def take(self, dtype: np.dtype, count: int) -> np.ndarray:
+        size = dtype.itemsize * count
         if self.pos + size > len(self.buf):
             raise FrameError(f"frame truncated at byte {len(self.buf)}, needs {self.pos + size}", "truncated")
         arr = np.frombuffer(self.buf, dtype=dtype, count=count, offset=self.pos)
+        arr.flags.writeable = False  # also when the buffer is a bytearray
         self.pos += _pad(size)
         return arr
 
@@ -148,7 +157,7 @@ def _decode_spec(algorithm: int, bits: int, signed: int, version: int, key_id: b
 
 
 def _check_rows(n: int, nnz: int, bits: int, offsets: np.ndarray, indices: np.ndarray) -> None:
-    if n and int(offsets[0]) != 0:
+    if int(offsets[0]) != 0:  # also for n == 0: no stray indices outside every record
         raise FrameError("first offset is not 0", "offsets_start")
     if int(offsets[-1]) != nnz:
         raise FrameError(f"last offset {int(offsets[-1])} != index count {nnz}", "count_mismatch")
@@ -158,10 +167,15 @@ def _check_rows(n: int, nnz: int, bits: int, offsets: np.ndarray, indices: np.nd
         raise FrameError(f"index {int(indices.max())} >= 2^{bits}", "index_out_of_range")
 
 
-def _check_finite(arr: np.ndarray, what: str, nonnegative: bool = False) -> None:
-    ok = np.isfinite(arr).all() and (not nonnegative or not bool((arr < 0).any()))
+def _check_finite(arr: np.ndarray, what: str, low: float | None = None, high: float | None = None) -> None:
+    ok = bool(np.isfinite(arr).all())
+    if ok and low is not None:
+        ok = not bool((arr < low).any())
+    if ok and high is not None:
+        ok = not bool((arr > high).any())
     if not ok:
-        raise FrameError(f"{what} must be finite{' and >= 0' if nonnegative else ''}", f"bad_{what}")
+        bounds = "" if low is None else f" and in [{low}, {'inf' if high is None else high}]"
+        raise FrameError(f"{what}s must be finite{bounds}", f"bad_{what}")
 
 
 def decode(buf: bytes | memoryview, expect: Kind | None = None) -> Frame:
@@ -181,30 +195,32 @@ def decode(buf: bytes | memoryview, expect: Kind | None = None) -> Frame:
         raise FrameError(f"expected a {expect.name.lower()} frame, got {kind.name.lower()}", "wrong_kind")
     if flags & ~_KNOWN_FLAGS:
         raise FrameError(f"unknown flags {flags:#x}", "bad_flags")
+    if kind is Kind.SCORE and flags & FLAG_WEIGHTS:
+        raise FrameError("score frames carry no weights", "bad_flags")
+    if kind in (Kind.PREDICTION, Kind.ERROR) and flags:
+        raise FrameError("prediction and error frames take no flags", "bad_flags")
     spec = _decode_spec(algorithm, bits, signed, spec_version, kid)
     r = _Reader(buf)
     labels = weights = values = request_ids = probabilities = None
-    offsets = indices = _EMPTY_U8
+    offsets = indices = _EMPTY_U32
     reason = ""
     if kind is Kind.TRAIN:
-        labels = r.take(np.uint8, n)
+        labels = r.take(_U8, n)
         if flags & FLAG_WEIGHTS:
-            weights = r.take(np.float32, n)
+            weights = r.take(_F32, n)
     else:
-        request_ids = r.take(np.uint64, n)
+        request_ids = r.take(_U64, n)
     if kind in (Kind.TRAIN, Kind.SCORE):
-        if kind is Kind.SCORE and flags & FLAG_WEIGHTS:
-            raise FrameError("score frames carry no weights", "bad_flags")
-        offsets, indices = r.take(np.uint32, n + 1), r.take(np.uint32, nnz)
+        offsets, indices = r.take(_U32, n + 1), r.take(_U32, nnz)
         if flags & FLAG_VALUES:
-            values = r.take(np.float32, nnz)
+            values = r.take(_F32, nnz)
     else:
-        if flags or nnz:
+        if nnz:
             raise FrameError("prediction and error frames carry no indices", "count_mismatch")
         if kind is Kind.PREDICTION:
-            probabilities = r.take(np.float64, n)
+            probabilities = r.take(_F64, n)
         else:
-            reason = bytes(r.take(np.uint8, aux)).decode("utf-8", errors="replace")
+            reason = bytes(r.take(_U8, aux)).decode("utf-8", errors="replace")
     if r.pos != len(buf):
         raise FrameError(f"frame is {len(buf)} bytes, its header describes {r.pos}", "length_mismatch")
     if kind in (Kind.TRAIN, Kind.SCORE):
@@ -212,11 +228,11 @@ def decode(buf: bytes | memoryview, expect: Kind | None = None) -> Frame:
     if labels is not None and n and int(labels.max()) > 1:
         raise FrameError("labels must be 0 or 1", "bad_label")
     if weights is not None:
-        _check_finite(weights, "weight", nonnegative=True)
+        _check_finite(weights, "weight", low=0.0)
     if values is not None:
         _check_finite(values, "value")
     if probabilities is not None:
-        _check_finite(probabilities, "probability")
+        _check_finite(probabilities, "probability", low=0.0, high=1.0)
     return Frame(kind, spec, n, offsets, indices, labels, weights, values, request_ids,
                  probabilities, model_version, reason)
 

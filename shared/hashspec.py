@@ -20,7 +20,9 @@ KEY_ID_PERSON = b"hashbridge.kid"  # BLAKE2b personalisation of the key fingerpr
 KEY_ID_MESSAGE = b"hashbridge key id"
 MIN_KEY_BYTES = 16
 MAX_BITS = 31
+MAX_KEY_BYTES = 64  # BLAKE2b's limit
 DEFAULT_MMH3_SEED = 0  # public by definition: the insecure mode has no secret
+MAX_MMH3_SEED = 2**32 - 1  # MurmurHash3 takes a 32-bit seed
 
 
 class Algorithm(IntEnum):
@@ -41,6 +43,8 @@ class SpecId:
     version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
+        # a plain int (e.g. read from a file) becomes the enum, so ``is`` tests and ``str`` work
+        object.__setattr__(self, "algorithm", Algorithm(self.algorithm))
         if not 1 <= self.bits <= MAX_BITS:
             raise ValueError(f"bits must be in 1..{MAX_BITS}, got {self.bits}")
         if len(self.key_id) != 8:
@@ -66,7 +70,13 @@ def mmh3_key_id(seed: int) -> bytes:
 
 
 def feature_bytes(field: str, value: str) -> bytes:
-    """The hashed message of a pair: UTF-8 field name, the separator byte, UTF-8 value."""
+    """The hashed message of a pair: UTF-8 field name, the separator byte, UTF-8 value.
+
+    A field name must not contain the separator, or ("a\x1f", "b") and ("a", "\x1fb") would be
+    the same message; values may contain it, since the first separator ends the field name.
+    """
+    if "\x1f" in field:
+        raise ValueError("a field name must not contain the separator U+001F")
     return field.encode("utf-8") + SEPARATOR + value.encode("utf-8")
 
 
@@ -80,13 +90,17 @@ class FeatureHasher:
     def __init__(self, spec: SpecId, key: bytes | None = None, seed: int = DEFAULT_MMH3_SEED) -> None:
         self.spec = spec
         self.mask = (1 << spec.bits) - 1
+        if spec.version != SPEC_VERSION:
+            raise ValueError(f"hash spec version {spec.version} is not supported (this is v{SPEC_VERSION})")
         if spec.algorithm is Algorithm.BLAKE2B_KEYED:
-            if key is None or len(key) < MIN_KEY_BYTES:
-                raise ValueError(f"keyed BLAKE2b needs a key of at least {MIN_KEY_BYTES} bytes")
+            if key is None or not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
+                raise ValueError(f"keyed BLAKE2b needs a key of {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes")
             if key_id(key) != spec.key_id:
                 raise ValueError("key does not match the spec's key id")
             self._key = key
         else:
+            if not 0 <= seed <= MAX_MMH3_SEED:
+                raise ValueError(f"mmh3 seed must be in 0..{MAX_MMH3_SEED}, got {seed}")
             if mmh3_key_id(seed) != spec.key_id:
                 raise ValueError("seed does not match the spec's key id")
             self._seed = seed

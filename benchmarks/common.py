@@ -1,0 +1,169 @@
+"""What every benchmark part shares: the machine description, a timer, and the result files.
+
+Convention: a part ``benchmarks/<name>.py`` exposes ``run(quick: bool = False) -> dict`` and
+writes ``benchmarks/results/<name>.json`` through :func:`write_result`, so ``report.py`` can
+rebuild ``RESULTS.md`` from the result files alone, without re-running anything.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+PLOTS_DIR = BENCH_DIR / "plots"
+CACHE_DIR = Path(os.environ.get("HASHBRIDGE_BENCH_CACHE", Path.home() / ".cache" / "hashbridge" / "bench"))
+KAFKA_VERSION = "4.4.0"  # the broker the project runs (hashbridge/kafka/pom.xml)
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def pin_blas_threads() -> None:
+    """One BLAS thread per process, so no contender gets hidden extra cores; call before numpy loads."""
+    for var in BLAS_THREAD_VARS:
+        os.environ[var] = "1"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
+def _version(module: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(module)
+    except Exception:  # noqa: BLE001 - a missing package is reported, not fatal
+        return "not installed"
+
+
+def machine_info() -> dict[str, Any]:
+    """Cores, CPU model, memory and the versions that decide the figures."""
+    info: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_gib": _memory_gib(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "kafka": KAFKA_VERSION,
+        "blas_threads": {v: os.environ.get(v, "unset") for v in BLAS_THREAD_VARS},
+    }
+    for pkg in ("numpy", "numba", "confluent-kafka", "mmh3", "pyarrow",
+                "vowpalwabbit", "scikit-learn", "river"):
+        info[pkg] = _version(pkg)
+    try:
+        import confluent_kafka
+
+        info["librdkafka"] = confluent_kafka.libversion()[0]
+    except ImportError:
+        info["librdkafka"] = "not installed"
+    return info
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process plus its reaped children (user + system)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process and of its largest child, in MiB (ru_maxrss is KiB)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, kids) / 1024, 1)
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> dict[str, Any]:
+    """Call ``fn`` ``repeats`` times; wall seconds (median/min/max/all) and CPU seconds per call.
+
+    The last call's return value is kept under ``"result"`` so callers can check correctness
+    (an AUC, a count) without timing an extra run.
+    """
+    walls: list[float] = []
+    cpus: list[float] = []
+    result: Any = None
+    for _ in range(max(1, repeats)):
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        result = fn()
+        walls.append(time.perf_counter() - t0)
+        cpus.append(cpu_seconds() - c0)
+    return {
+        "median": statistics.median(walls),
+        "min": min(walls),
+        "max": max(walls),
+        "all": walls,
+        "cpu_median": statistics.median(cpus),
+        "cpu_all": cpus,
+        "result": result,
+    }
+
+
+def rate(n: int, t: dict[str, Any]) -> dict[str, float]:
+    """Records per second from a :func:`timed` result: median, min and max (min rate = max time)."""
+    return {"median": n / t["median"], "min": n / t["max"], "max": n / t["min"]}
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return obj.item()
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def write_result(name: str, figures: dict, notes: list[str]) -> Path:
+    """Write ``results/<name>.json`` as ``{"name","date","machine","figures","notes"}``."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    doc = {
+        "name": name,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "figures": _jsonable(figures),
+        "notes": list(notes),
+    }
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_results() -> dict[str, dict]:
+    """Every result file by name (the report's only input)."""
+    out: dict[str, dict] = {}
+    for path in sorted(RESULTS_DIR.glob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        out[doc.get("name", path.stem)] = doc
+    return out

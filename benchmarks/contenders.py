@@ -1,0 +1,253 @@
+"""The contenders, one pass each over the same synthetic data: hashbridge, Vowpal Wabbit, scikit-learn, River.
+
+Each measurement runs in a fresh child process (``python -m benchmarks.contenders CONFIG_JSON``)
+so its peak memory (``ru_maxrss``) and CPU seconds are its own and no contender warms caches for
+the next. Inputs are filled before the clock starts (arrays loaded, token lists built, numba
+compiled); the clock covers exactly the work named by the contender. The child prints one JSON
+line: wall and CPU seconds of the timed part, records, peak RSS, test AUC and logloss.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from benchmarks import datagen
+from benchmarks.common import BENCH_DIR, cpu_seconds, peak_rss_mib
+
+BENCH_KEY = b"hashbridge-benchmark-key-not-secret"  # fixed so runs repeat; benchmarks only
+HASHED_LR = 0.1  # the trainer's default AdaGrad rate
+FRAME_ROWS = 10_000  # rows per kernel call, like one decoded frame
+
+
+# --- hashbridge: vectorised keyed hashing and the trainer kernel --------------------------------
+
+def digests(column: np.ndarray, field: str, algorithm: str = "blake2b") -> np.ndarray:
+    """64-bit digests of a column, hashing each distinct value once (the producer's trick)."""
+    from shared.hashspec import FeatureHasher, feature_bytes
+
+    hasher = FeatureHasher.keyed(BENCH_KEY, 31) if algorithm == "blake2b" else FeatureHasher.public_mmh3(31)
+    uniq, inverse = np.unique(column, return_inverse=True)
+    d = np.fromiter((hasher.digest64(feature_bytes(field, str(v))) for v in uniq.tolist()),
+                    dtype=np.uint64, count=uniq.shape[0])
+    return d[inverse.reshape(-1)]
+
+
+def digest_matrix(columns: list[np.ndarray], names: list[str], algorithm: str = "blake2b") -> np.ndarray:
+    """uint64[n, fields]; index at b bits = digest & (2**b - 1), sign = bit 63 (the spec's rule)."""
+    return np.stack([digests(c, n, algorithm) for c, n in zip(columns, names)], axis=1)
+
+
+def indices_from(dig: np.ndarray, bits: int, signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Flat CSR indices (uint32) and values (float32 signs, or empty when unsigned)."""
+    idx = (dig & np.uint64((1 << bits) - 1)).astype(np.uint32).reshape(-1)
+    if not signed:
+        return idx, np.zeros(0, np.float32)
+    sign = np.where((dig >> np.uint64(63)) == 1, -1.0, 1.0).astype(np.float32).reshape(-1)
+    return idx, sign
+
+
+def _kernel() -> tuple[Callable[..., None], int, int, str]:
+    """The trainer's AdaGrad kernel and its array sizes, or our fallback when it is not importable."""
+    try:
+        from trainer import kernels as K
+
+        return K.adagrad_frame, K.HP_LEN, K.STATS_LEN, "trainer.kernels.adagrad_frame"
+    except Exception:  # noqa: BLE001 - the fallback keeps the study running while the trainer is written
+        from benchmarks.accuracy import fallback_adagrad
+
+        return fallback_adagrad, 8, 8, "benchmarks fallback AdaGrad (trainer.kernels not importable)"
+
+
+def fit_hashed(idx: np.ndarray, values: np.ndarray, labels: np.ndarray, n_fields: int, bits: int,
+               lr: float = HASHED_LR, passes: int = 1) -> tuple[np.ndarray, float]:
+    """One (or more) in-order AdaGrad passes over fixed-width rows, a frame of rows per kernel call."""
+    kernel, hp_len, stats_len, _ = _kernel()
+    n = labels.shape[0]
+    state = np.zeros((1 << bits, 2), np.float32)
+    bias = np.zeros(2, np.float64)
+    hp = np.zeros(hp_len, np.float64)
+    hp[0] = lr
+    stats = np.zeros(stats_len, np.float64)
+    empty = np.zeros(0, np.float32)
+    offsets = (np.arange(FRAME_ROWS + 1, dtype=np.uint32) * n_fields)
+    for _ in range(passes):
+        for s in range(0, n, FRAME_ROWS):
+            e = min(n, s + FRAME_ROWS)
+            off = offsets[: e - s + 1]
+            vals = values[s * n_fields: e * n_fields] if values.shape[0] else empty
+            kernel(state, bias, labels[s:e], off, idx[s * n_fields: e * n_fields], vals, empty, hp, stats)
+    return state[:, 0].copy(), float(bias[0])
+
+
+def predict_hashed(w: np.ndarray, bias: float, idx: np.ndarray, values: np.ndarray, n_fields: int) -> np.ndarray:
+    contrib = w[idx].astype(np.float64)
+    if values.shape[0]:
+        contrib *= values
+    m = contrib.reshape(-1, n_fields).sum(axis=1) + bias
+    return 1.0 / (1.0 + np.exp(-m))
+
+
+def kernel_name() -> str:
+    return _kernel()[3]
+
+
+# --- Vowpal Wabbit: its own parser over the file ------------------------------------------------
+
+def vw_train(train: Path, model: Path, bits: int, options: str = "", cache: Path | None = None) -> None:
+    """One pass; building the Workspace with ``-d`` runs the whole pass natively."""
+    import vowpalwabbit
+
+    args = f"-d {train} -b {bits} --loss_function logistic --quiet -f {model} {options}"
+    if cache is not None:
+        args += f" --cache_file {cache}"
+    vowpalwabbit.Workspace(args).finish()
+
+
+def vw_predict(model: Path, test: Path, out: Path) -> np.ndarray:
+    import vowpalwabbit
+
+    vowpalwabbit.Workspace(f"-d {test} -t -i {model} --link logistic -p {out} --quiet").finish()
+    return np.loadtxt(out, dtype=np.float64, usecols=0)
+
+
+# --- scikit-learn and River ---------------------------------------------------------------------
+
+def vw_tokens(path: Path, limit: int | None = None) -> tuple[list[list[str]], np.ndarray]:
+    """Token lists and 0/1 labels from a VW text file (the same strings VW hashes)."""
+    tokens, labels = [], []
+    with open(path) as fh:
+        for i, line in enumerate(fh):
+            if limit is not None and i >= limit:
+                break
+            parts = line.split()
+            labels.append(parts[0] == "1")
+            tokens.append(parts[2:])
+    return tokens, np.asarray(labels, dtype=np.uint8)
+
+
+def sk_hasher(bits: int):
+    from sklearn.feature_extraction import FeatureHasher
+
+    return FeatureHasher(n_features=1 << bits, input_type="string", alternate_sign=False)
+
+
+# --- one measurement in a child process ---------------------------------------------------------
+
+def _metrics(labels: np.ndarray, prob: np.ndarray) -> dict[str, float]:
+    return {"auc": datagen.auc(labels, prob), "logloss": datagen.logloss(labels, prob)}
+
+
+def measure(cfg: dict) -> dict:
+    """Run one contender once as ``cfg`` says; returns the figures of the timed part."""
+    name, n_rows, seed, bits = cfg["contender"], cfg["n_rows"], cfg["seed"], cfg["bits"]
+    files = datagen.synthetic_files(n_rows, seed)
+    evaluate = cfg.get("evaluate", True)
+    out: dict = {"contender": name}
+    tmp = Path(tempfile.mkdtemp(prefix="hb-bench-"))
+    timer: dict[str, float] = {}
+
+    def clock(fn: Callable[[], object]) -> object:
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        r = fn()
+        timer["wall"], timer["cpu"] = time.perf_counter() - t0, cpu_seconds() - c0
+        return r
+
+    if name.startswith("vw"):
+        options = "--sgd" if "sgd" in name else ""
+        cache = None
+        if "cache" in name:  # build the cache untimed; the timed pass then reads only the cache
+            cache = tmp / "train.cache"
+            vw_train(files["train_vw"], tmp / "warm.model", bits, options + " -k", cache)
+        clock(lambda: vw_train(files["train_vw"], tmp / "m.model", bits, options, cache))
+        out["records"] = datagen.synthetic_cached(n_rows, seed).n_train
+        if evaluate:
+            data = datagen.synthetic_cached(n_rows, seed)
+            prob = vw_predict(tmp / "m.model", files["test_vw"], tmp / "p.txt")
+            out.update(_metrics(data.labels[data.split("test")], prob))
+    elif name.startswith("sklearn"):
+        from sklearn.linear_model import SGDClassifier
+
+        tokens, y = vw_tokens(files["train_vw"])
+        hasher = sk_hasher(bits)
+        if name == "sklearn-hash":
+            clock(lambda: hasher.transform(tokens))
+        else:
+            X = hasher.transform(tokens)
+            clf = SGDClassifier(loss="log_loss", random_state=seed)
+            clock(lambda: clf.partial_fit(X, y, classes=np.array([0, 1])))
+            if evaluate:
+                tt, ty = vw_tokens(files["test_vw"])
+                out.update(_metrics(ty, clf.predict_proba(hasher.transform(tt))[:, 1]))
+        out["records"] = len(tokens)
+    elif name == "river":
+        from river import linear_model
+
+        limit = cfg["river_rows"]
+        tokens, y = vw_tokens(files["train_vw"], limit)
+        xs = [dict.fromkeys(t, 1.0) for t in tokens]
+        model = linear_model.LogisticRegression()
+
+        def learn() -> None:
+            for x, label in zip(xs, y.tolist()):
+                model.learn_one(x, bool(label))
+
+        clock(learn)
+        out["records"] = len(xs)
+        if evaluate:
+            tt, ty = vw_tokens(files["test_vw"], cfg["river_test_rows"])
+            prob = np.array([model.predict_proba_one(dict.fromkeys(t, 1.0)).get(True, 0.0) for t in tt])
+            out.update(_metrics(ty, prob))
+    elif name.startswith("hashbridge"):
+        data = datagen.synthetic_cached(n_rows, seed)
+        tr, te = data.split("train"), data.split("test")
+        names = datagen.field_names()
+        cols = [data.values[tr, f] for f in range(datagen.N_FIELDS)]
+        if name == "hashbridge-hash":
+            clock(lambda: digest_matrix(cols, names))
+        else:
+            idx, vals = indices_from(digest_matrix(cols, names), bits, False)
+            labels = np.ascontiguousarray(data.labels[tr])
+            fit_hashed(idx[: 2 * datagen.N_FIELDS] & np.uint32(15), vals, labels[:2], datagen.N_FIELDS, 4)  # compile
+            w, b = clock(lambda: fit_hashed(idx, vals, labels, datagen.N_FIELDS, bits))
+            out["kernel"] = kernel_name()
+            if evaluate:
+                tcols = [data.values[te, f] for f in range(datagen.N_FIELDS)]
+                tidx, tvals = indices_from(digest_matrix(tcols, names), bits, False)
+                out.update(_metrics(data.labels[te], predict_hashed(w, b, tidx, tvals, datagen.N_FIELDS)))
+        out["records"] = data.n_train
+    else:
+        raise ValueError(f"unknown contender {name!r}")
+    out.update(wall=timer["wall"], cpu=timer["cpu"], peak_rss_mib=peak_rss_mib())
+    out["rate"] = out["records"] / timer["wall"] if timer["wall"] > 0 else math.nan
+    return out
+
+
+def run_child(cfg: dict, timeout: float = 600.0) -> dict:
+    """Measure in a fresh interpreter; a failure comes back as ``{"error": ...}``, not an exception."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        env[var] = "1"
+    env["PYTHONPATH"] = str(BENCH_DIR.parent) + os.pathsep + env.get("PYTHONPATH", "")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.contenders", json.dumps(cfg)],
+                              capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"contender": cfg["contender"], "error": f"timed out after {timeout:.0f} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"contender": cfg["contender"], "error": " | ".join(tail) or f"exit {proc.returncode}"}
+    return json.loads(lines[-1])
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(json.loads(sys.argv[1]))))

@@ -1,0 +1,302 @@
+"""Rebuild ``benchmarks/RESULTS.md`` and ``benchmarks/plots/*.png`` from ``benchmarks/results/*.json`` alone.
+
+Parts written by other engineers (producer, trainer, scorer) are read through a small convention:
+``figures["headline"]`` maps a metric name (see ``GOALS``) to a number. When a part does not
+follow it, the report searches the part's figures for a matching key path and prints the path it
+used, so a wrong guess is visible rather than silent.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from typing import Any
+
+from benchmarks.common import BENCH_DIR, PLOTS_DIR, read_results
+
+RESULTS_MD = BENCH_DIR / "RESULTS.md"
+
+# metric -> (part, goal, higher is better, unit, label, fallback key-path regexes)
+GOALS: dict[str, tuple[str, float, bool, str, str, tuple[str, ...]]] = {
+    "producer_columnar_rec_s": ("producer", 1e6, True, "rec/s", "producer, columnar API",
+                                (r"columnar.*(rate|rec|per_s)",)),
+    "producer_record_rec_s": ("producer", 2e5, True, "rec/s", "producer, record API",
+                              (r"record.*(rate|rec|per_s)",)),
+    "trainer_kernel_rec_s": ("trainer", 8e6, True, "rec/s", "trainer kernel alone, one core",
+                             (r"kernel.*(rate|rec|per_s)",)),
+    "trainer_kafka_1_worker_rec_s": ("trainer", 0.0, True, "rec/s", "trainer via Kafka, 1 worker",
+                                     (r"kafka.*\b1\b.*(rate|rec|per_s)", r"workers?[._=]?1\b.*(rate|rec)")),
+    "trainer_kafka_2_workers_rec_s": ("trainer", 5e6, True, "rec/s", "trainer via Kafka, 2 workers",
+                                      (r"kafka.*\b2\b.*(rate|rec|per_s)", r"workers?[._=]?2\b.*(rate|rec)")),
+    "pipeline_rec_s": ("trainer", 0.0, True, "rec/s", "whole pipeline (producer -> Kafka -> trainer)",
+                       (r"pipeline.*(rate|rec|per_s)",)),
+    "scorer_bulk_pred_s": ("scorer", 5e6, True, "pred/s", "scorer bulk predictions",
+                           (r"bulk.*(rate|pred|per_s)",)),
+    "scorer_p99_ms_at_1000_rps": ("scorer", 20.0, False, "ms", "scorer p99 latency at 1,000 req/s",
+                                  (r"p99",)),
+}
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out.update(_flatten(v, f"{prefix}[{i}]"))
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        out[prefix] = float(obj)
+    return out
+
+
+def metric(results: dict, name: str) -> tuple[float | None, str]:
+    """A headline number and where it came from (``headline`` or a searched key path)."""
+    part, *_, patterns = GOALS[name]
+    fig = results.get(part, {}).get("figures", {})
+    head = fig.get("headline", {})
+    if isinstance(head.get(name), (int, float)):
+        return float(head[name]), f"{part}.headline.{name}"
+    flat = _flatten(fig)
+    for pat in patterns:
+        for path, value in flat.items():
+            if re.search(pat, path.lower()) and not re.search(r"(min|max|all|wall|seconds|cpu)\b", path.lower()):
+                return value, f"{part}.{path} (searched)"
+    return None, f"{part}: not reported" if part in results else f"{part}: no results file"
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, bool):
+        return "yes" if x else "NO"
+    if isinstance(x, (int, float)):
+        if abs(x) >= 1000:
+            return f"{x:,.0f}"
+        return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+    return str(x)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    out += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c for c in r) + " |" for r in rows]
+    return out + [""]
+
+
+# --- sections -----------------------------------------------------------------------------------
+
+def _headline(results: dict) -> list[str]:
+    h2h = results.get("headtohead", {}).get("figures", {})
+    vw = h2h.get("vw_best", {})
+    vw_rate = vw.get("rate")
+    lines = ["## Headline", "",
+             f"Vowpal Wabbit's best single-machine figure on the synthetic set: "
+             f"**{_fmt(vw_rate)} rec/s** ({vw.get('name', 'not measured')}, one pass, 2^{h2h.get('bits', '?')} bits).", ""]
+    rows = []
+    for name, (part, goal, higher, unit, label, _) in GOALS.items():
+        value, source = metric(results, name)
+        ratio = value / vw_rate if (value and vw_rate and unit == "rec/s") else None
+        if not goal:
+            verdict = "no goal"
+        elif value is None:
+            verdict = "**NOT MEASURED**"
+        elif (value >= goal) if higher else (value < goal):
+            verdict = "met"
+        else:
+            verdict = f"**NOT REACHED** ({_fmt(value)} {'<' if higher else '>='} {_fmt(goal)})"
+        goal_s = "–" if not goal else f"{'>=' if higher else '<'} {_fmt(goal)} {unit}"
+        rows.append([label, f"{_fmt(value)} {unit}" if value is not None else "–",
+                     f"{ratio:.2f}x" if ratio else "–", goal_s, verdict, source])
+    c = h2h.get("contenders", {})
+    for key, label in (("hashbridge-kernel", "trainer kernel alone, one core (head-to-head)"),
+                       ("hashbridge-hash+kernel", "hashing + kernel, one core, no Kafka (head-to-head)")):
+        if c.get(key, {}).get("rate"):
+            r = c[key]["rate"]["median"]
+            goal = 8e6 if key == "hashbridge-kernel" else 0
+            verdict = "no goal" if not goal else ("met" if r >= goal else f"**NOT REACHED** ({_fmt(r)} < {_fmt(goal)})")
+            rows.append([label, f"{_fmt(r)} rec/s", f"{c[key]['ratio_to_vw'].get('median', 0):.2f}x vs VW default",
+                         f">= {_fmt(goal)} rec/s" if goal else "–", verdict, "headtohead"])
+    lines += _table(["measure", "hashbridge", "ratio to VW best", "goal", "verdict", "source"], rows)
+    lines.append("Ratios to VW compare like with like only where the part ran on the same synthetic set; "
+                 "the source column says where each number came from.")
+    return lines + [""]
+
+
+def _headtohead(results: dict) -> list[str]:
+    fig = results.get("headtohead", {}).get("figures")
+    if not fig:
+        return ["## Head-to-head", "", "Not run.", ""]
+    lines = ["## Head-to-head (one pass, same data, interleaved)", "",
+             f"{fig['n_train']:,} training rows, 2^{fig['bits']} buckets, {fig['repeats']} repetitions; "
+             f"best possible test AUC **{fig['best_auc']:.4f}** (logloss {fig['best_logloss']:.4f}).", ""]
+    rows = []
+    for name, e in fig["contenders"].items():
+        if not e.get("rate"):
+            rows.append([name, "–", "error: " + "; ".join(e.get("errors", ["no runs"]))[:120], "–", "–", "–", "–", "–", "–"])
+            continue
+        r, q = e["rate"], e.get("ratio_to_vw", {})
+        rows.append([name, e["records"], f"{_fmt(r['median'])} ({_fmt(r['min'])}–{_fmt(r['max'])})",
+                     f"{q.get('median', 0):.2f} ({q.get('min', 0):.2f}–{q.get('max', 0):.2f})" if q else "–",
+                     e.get("auc"), e.get("logloss"), e.get("cpu_seconds"), e.get("cpu_us_per_record"),
+                     e.get("peak_rss_mib")])
+    lines += _table(["contender", "records", "rec/s median (min–max)", "ratio to VW default", "test AUC",
+                     "test logloss", "CPU s", "CPU µs/rec", "peak MiB"], rows)
+    lines += [f"- `{n}`: {e['description']}" for n, e in fig["contenders"].items()]
+    return lines + ["", "![throughput by contender](plots/throughput_by_contender.png)", ""]
+
+
+def _accuracy(results: dict) -> list[str]:
+    fig = results.get("accuracy", {}).get("figures")
+    if not fig:
+        return ["## Accuracy against hash bits", "", "Not run.", ""]
+    lines = ["## Accuracy against hash bits", "",
+             f"One pass of AdaGrad (lr {fig['lr']}, {fig['kernel']}).", ""]
+    for ds in ("adult", "synthetic"):
+        res = fig.get(ds)
+        if not res:
+            continue
+        ex = res["exact_same_learner"]
+        lines += [f"### {ds.capitalize()}", "",
+                  f"{res['n_train']:,} train / {res['n_test']:,} test rows, {res['fields']} fields, "
+                  f"{res['one_hot_width'] - 1:,} distinct (field, value) pairs in training.",
+                  f"- exact one-hot, same learner: AUC **{ex['auc']:.4f}**, logloss {ex['logloss']:.4f}"]
+        if "exact_sklearn_lr" in res:
+            sk = res["exact_sklearn_lr"]
+            lines.append(f"- exact one-hot, scikit-learn LogisticRegression (converged): AUC {sk['auc']:.4f}, "
+                         f"logloss {sk['logloss']:.4f}")
+        if "best_auc" in res:
+            lines.append(f"- generator's best possible: AUC **{res['best_auc']:.4f}**, logloss {res['best_logloss']:.4f}")
+        ch = res.get("checks", {})
+        if "auc_gap_at_2^20" in ch:
+            lines.append(f"- AUC at 2^20 minus exact: {ch['auc_gap_at_2^20']:+.5f} "
+                         f"({'within' if ch['within_0.002_at_2^20'] else '**NOT within**'} 0.002)")
+        lines.append(f"- fewest bits within 0.002 of exact: 2^{ch.get('fewest_bits_within_0.002')}; "
+                     f"bits costing more: {ch.get('bits_that_cost_more_than_0.002') or 'none'}")
+        lines.append(f"- mmh3 within noise of keyed BLAKE2b at every bit count: "
+                     f"{'yes' if ch.get('mmh3_within_noise') else '**NO**'}")
+        lines.append("")
+        rows = [[f"2^{r['bits']}", r["auc"], r["logloss"], r["auc_key_sd"], r["signed"]["auc"], r["mmh3"]["auc"],
+                 f"{r['mmh3_minus_blake2b']:+.5f}"] for r in res["curve"]]
+        lines += _table(["buckets", "AUC (BLAKE2b)", "logloss", "AUC sd over 3 keys", "AUC signed",
+                         "AUC mmh3", "mmh3 − BLAKE2b"], rows)
+    return lines + ["![AUC against bits](plots/auc_vs_bits.png)", ""]
+
+
+def _others(results: dict) -> list[str]:
+    lines = ["## Other parts (as reported by their benchmarks)", ""]
+    for part in ("producer", "trainer", "scorer"):
+        doc = results.get(part)
+        if not doc:
+            lines += [f"### {part}", "", "No results file.", ""]
+            continue
+        flat = _flatten(doc.get("figures", {}))
+        lines += [f"### {part} ({doc.get('date', '?')})", ""]
+        lines += _table(["figure", "value"], [[k, v] for k, v in list(flat.items())[:60]])
+    return lines
+
+
+def _machine(results: dict) -> list[str]:
+    docs = list(results.values())
+    m = docs[0].get("machine", {}) if docs else {}
+    lines = ["## Machine and versions", ""]
+    lines += [f"- {k}: {v}" for k, v in m.items()]
+    parts = results.get("harness", {}).get("figures", {}).get("parts", {})
+    if parts:
+        lines += ["", "Parts in the last runs:", ""]
+        lines += _table(["part", "status", "seconds", "quick"],
+                        [[p, s["status"], s["seconds"], s.get("quick")] for p, s in parts.items()])
+    lines += ["", "## Notes", ""]
+    for name, doc in results.items():
+        lines += [f"- **{name}** ({doc.get('date', '?')}): {n}" for n in doc.get("notes", [])]
+    return lines + [""]
+
+
+# --- plots --------------------------------------------------------------------------------------
+
+def _plots(results: dict) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    PLOTS_DIR.mkdir(parents=True, exist_ok=True)
+    made = []
+    c = results.get("headtohead", {}).get("figures", {}).get("contenders", {})
+    named = [(n, e["rate"]) for n, e in c.items() if e.get("rate")]
+    if named:
+        fig, ax = plt.subplots(figsize=(8, 0.45 * len(named) + 1.2))
+        ys = range(len(named))
+        med = [r["median"] for _, r in named]
+        err = [[m - r["min"] for m, (_, r) in zip(med, named)], [r["max"] - m for m, (_, r) in zip(med, named)]]
+        ax.barh(list(ys), med, xerr=err, color=["C1" if n.startswith("hashbridge") else "C0" for n, _ in named])
+        ax.set_yticks(list(ys), [n for n, _ in named])
+        ax.set_xscale("log")
+        ax.set_xlabel("records per second (median; bars min–max)")
+        ax.set_title("One pass over the synthetic set")
+        fig.tight_layout()
+        fig.savefig(PLOTS_DIR / "throughput_by_contender.png", dpi=110)
+        plt.close(fig)
+        made.append("throughput_by_contender.png")
+    acc = results.get("accuracy", {}).get("figures", {})
+    sets = [d for d in ("adult", "synthetic") if d in acc]
+    if sets:
+        fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4), squeeze=False)
+        for ax, ds in zip(axes[0], sets):
+            res = acc[ds]
+            bits = [r["bits"] for r in res["curve"]]
+            ax.plot(bits, [r["auc"] for r in res["curve"]], "o-", label="keyed BLAKE2b")
+            ax.plot(bits, [r["signed"]["auc"] for r in res["curve"]], "s--", label="BLAKE2b signed")
+            ax.plot(bits, [r["mmh3"]["auc"] for r in res["curve"]], "x:", label="mmh3 (public)")
+            ax.axhline(res["exact_same_learner"]["auc"], color="k", lw=1, label="exact one-hot, same learner")
+            if "best_auc" in res:
+                ax.axhline(res["best_auc"], color="g", lw=1, ls="--", label="best possible (generator)")
+            ax.set_xlabel("hash bits (buckets = 2^bits)")
+            ax.set_ylabel("test AUC")
+            ax.set_title(ds)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(PLOTS_DIR / "auc_vs_bits.png", dpi=110)
+        plt.close(fig)
+        made.append("auc_vs_bits.png")
+    points = []
+    for w in (1, 2):
+        v, _ = metric(results, "trainer_kafka_1_worker_rec_s" if w == 1 else "trainer_kafka_2_workers_rec_s")
+        if v:
+            points.append((w, v))
+    tw = results.get("trainer", {}).get("figures", {}).get("throughput_by_workers")
+    if isinstance(tw, list) and tw:
+        points = [(int(p["workers"]), float(p["rate"])) for p in tw if "workers" in p and "rate" in p]
+    if points:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label="hashbridge trainer via Kafka")
+        vw = results.get("headtohead", {}).get("figures", {}).get("vw_best", {})
+        if vw.get("rate"):
+            ax.axhline(vw["rate"], color="C0", ls="--", label=f"VW best ({vw['name']})")
+        ax.set_xlabel("workers")
+        ax.set_ylabel("records per second")
+        ax.set_xticks([p[0] for p in points])
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(PLOTS_DIR / "throughput_vs_workers.png", dpi=110)
+        plt.close(fig)
+        made.append("throughput_vs_workers.png")
+    return made
+
+
+def build() -> str:
+    """Write RESULTS.md and the plots; returns the path written."""
+    results = read_results()
+    made = _plots(results)
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    lines = ["# hashbridge benchmark results", "",
+             f"Generated {now} by `python -m benchmarks report` from `benchmarks/results/*.json` "
+             "(regenerate with `make bench`; see docs/benchmarks.md).", ""]
+    lines += _headline(results) + _headtohead(results) + _accuracy(results)
+    if "throughput_vs_workers.png" in made:
+        lines += ["## Throughput against workers", "", "![throughput vs workers](plots/throughput_vs_workers.png)", ""]
+    lines += _others(results) + _machine(results)
+    RESULTS_MD.write_text("\n".join(lines))
+    return str(RESULTS_MD)
+
+
+if __name__ == "__main__":
+    print(build())

@@ -1,0 +1,593 @@
+"""Run a real Apache Kafka broker (KRaft) from the official jars, for machines without Docker.
+
+The jars come from Maven Central once (``mvn dependency:copy-dependencies`` on the pom beside
+this module) and are cached outside the repo. A cluster lives in one data directory whose
+``state.json`` records its layout (ports, cluster id) and broker pids, so that ``down`` and
+``status`` work from any process. Readiness is a metadata request answered, never a sleep.
+Node ids are Kafka broker ids (1, 2, 3), the numbers partition metadata names as leaders.
+"""
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import logging
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from shared.errors import BrokerStartError
+
+log = logging.getLogger(__name__)
+
+KAFKA_VERSION = "4.4.0"
+HOST = "127.0.0.1"
+DEFAULT_PORT = 9092
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 20.0
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # frames carry thousands of records
+RUNTIME_FILES = Path(__file__).with_name("kafka")
+POM = RUNTIME_FILES / "pom.xml"
+LOG4J_CONFIG = RUNTIME_FILES / "log4j2.properties"
+JVM_OPTS = (
+    "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+)
+STATE_FILE = "state.json"
+TAIL_LINES = 20
+
+
+def cache_dir() -> Path:
+    """Where jars and the default data dir live: ``$HASHBRIDGE_CACHE`` or ``~/.cache/hashbridge``."""
+    env = os.environ.get("HASHBRIDGE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "hashbridge"
+
+
+def default_data_dir() -> Path:
+    """The data dir ``hashbridge kafka`` uses unless told: ``$HASHBRIDGE_KAFKA_DIR`` or cache/run."""
+    env = os.environ.get("HASHBRIDGE_KAFKA_DIR")
+    return Path(env).expanduser() if env else cache_dir() / "run"
+
+
+def ensure_runtime() -> Path:
+    """Fetch the broker jars once and return their directory.
+
+    A marker is written only after ``mvn`` succeeded, so an interrupted download is redone; a
+    file lock keeps two processes from fetching into the same directory at once.
+    """
+    home = cache_dir() / f"kafka-{KAFKA_VERSION}"
+    libs, marker = home / "libs", home / ".complete"
+    if marker.exists():
+        return libs
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists():
+            return libs
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise BrokerStartError("mvn is not on PATH: it fetches the Kafka jars once "
+                                   "(install Maven 3.8+, or set HASHBRIDGE_BOOTSTRAP)")
+        shutil.rmtree(libs, ignore_errors=True)
+        log.info("fetching Apache Kafka %s jars into %s (once)", KAFKA_VERSION, libs)
+        done = subprocess.run(
+            [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+             f"-DoutputDirectory={libs}"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+        jars = sorted(p.name for p in libs.glob("*.jar")) if libs.is_dir() else []
+        if done.returncode != 0 or f"kafka_2.13-{KAFKA_VERSION}.jar" not in jars:
+            raise BrokerStartError(f"mvn could not fetch the Kafka {KAFKA_VERSION} jars "
+                                   f"(exit {done.returncode}):\n{_tail_text(done.stdout + done.stderr)}")
+        marker.write_text("\n".join(jars) + "\n")
+    return libs
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    if not java or not os.access(java, os.X_OK):
+        raise BrokerStartError("java is not on PATH (nor in $JAVA_HOME): Kafka needs Java 17+")
+    return java
+
+
+def java_command(libs: Path, log_file: Path, main_class: str, *args: str) -> list[str]:
+    """The JVM command for one Kafka main class, logging through our log4j2 file."""
+    classpath = os.pathsep.join([str(libs / "*"), str(LOG4J_CONFIG.parent)])
+    return [_java(), *JVM_OPTS, f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            f"-Dhashbridge.kafka.log={log_file}", "-cp", classpath, main_class, *args]
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (the usual small race: good enough for tests)."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    """True if a server could bind ``HOST:port`` (SO_REUSEADDR, as the JVM does)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def cluster_settings(brokers: int) -> dict[str, str]:
+    """Broker settings for tests and the demo, apart from listeners and storage.
+
+    Shared with the Docker path so both kinds of broker behave the same. Small group timeouts
+    make rebalances fast; a 3-node cluster replicates everything three ways with min ISR 2.
+    """
+    rf, isr = ("3", "2") if brokers >= 3 else ("1", "1")
+    return {
+        "num.partitions": "4",
+        "default.replication.factor": rf,
+        "min.insync.replicas": isr,
+        "offsets.topic.replication.factor": rf,
+        "transaction.state.log.replication.factor": rf,
+        "transaction.state.log.min.isr": isr,
+        "share.coordinator.state.topic.replication.factor": rf,
+        "share.coordinator.state.topic.min.isr": isr,
+        "auto.create.topics.enable": "false",
+        "delete.topic.enable": "true",
+        "message.max.bytes": str(MAX_MESSAGE_BYTES),
+        "replica.fetch.max.bytes": str(MAX_MESSAGE_BYTES),
+        "log.retention.bytes": "-1",
+        "group.initial.rebalance.delay.ms": "0",
+        "group.min.session.timeout.ms": "1000",
+        "group.consumer.min.session.timeout.ms": "2000",
+        "group.consumer.session.timeout.ms": "6000",
+        "group.consumer.min.heartbeat.interval.ms": "500",
+        "group.consumer.heartbeat.interval.ms": "1000",
+        "broker.heartbeat.interval.ms": "1000",
+        "broker.session.timeout.ms": "6000",
+    }
+
+
+@dataclass(frozen=True)
+class Node:
+    """One combined broker+controller process and its loopback ports."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    sasl_port: int | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What stays fixed for a cluster in one data dir: its id, nodes, ports and SASL users."""
+
+    cluster_id: str
+    nodes: tuple[Node, ...]
+    sasl_users: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(node.address for node in self.nodes)
+
+    @property
+    def sasl_bootstrap(self) -> str | None:
+        ports = [node.sasl_port for node in self.nodes if node.sasl_port is not None]
+        return ",".join(f"{HOST}:{port}" for port in ports) or None
+
+
+def _jaas_quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def node_config(layout: Layout, node: Node, log_dir: Path,
+                extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The full ``server.properties`` of one node (static controller quorum on loopback)."""
+    listeners = [f"PLAINTEXT://{HOST}:{node.port}", f"CONTROLLER://{HOST}:{node.controller_port}"]
+    advertised = [f"PLAINTEXT://{HOST}:{node.port}"]
+    protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+    config = {
+        "process.roles": "broker,controller",
+        "node.id": str(node.node_id),
+        "controller.quorum.voters": ",".join(
+            f"{n.node_id}@{HOST}:{n.controller_port}" for n in layout.nodes),
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "log.dirs": str(log_dir),
+    }
+    if node.sasl_port is not None:
+        listeners.append(f"SASL_PLAINTEXT://{HOST}:{node.sasl_port}")
+        advertised.append(f"SASL_PLAINTEXT://{HOST}:{node.sasl_port}")
+        protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
+        users = " ".join(f"user_{name}={_jaas_quote(pw)}" for name, pw in layout.sasl_users.items())
+        config["sasl.enabled.mechanisms"] = "PLAIN"
+        config["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = (
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};")
+    config |= {"listeners": ",".join(listeners), "advertised.listeners": ",".join(advertised),
+               "listener.security.protocol.map": ",".join(protocols)}
+    return config | cluster_settings(len(layout.nodes)) | dict(extra or {})
+
+
+def _properties_text(config: Mapping[str, str]) -> str:
+    escape = str.maketrans({"\\": "\\\\", "\n": "\\n"})
+    return "".join(f"{key}={value.translate(escape)}\n" for key, value in config.items())
+
+
+def _tail_text(text: str, lines: int = TAIL_LINES) -> str:
+    return "\n".join("  " + line for line in text.splitlines()[-lines:])
+
+
+def tail(path: Path, lines: int = TAIL_LINES) -> str:
+    """The last lines of a log file, indented for an error message ('' if there is none)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 64 * 1024))
+            return _tail_text(handle.read().decode("utf-8", "replace"), lines)
+    except FileNotFoundError:
+        return ""
+
+
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def wait_ready(bootstrap: str, *, brokers: int = 1, node_id: int | None = None,
+               timeout: float = READY_TIMEOUT, failed: Callable[[], str | None] = lambda: None,
+               extra: Mapping[str, str] | None = None) -> float:
+    """Block until ``bootstrap`` answers a metadata request listing enough brokers.
+
+    ``failed`` is asked between attempts and returns a reason to give up early (the process
+    exited). Each attempt blocks inside librdkafka for at most a second; there is no sleep.
+    Returns the seconds it took; raises :class:`BrokerStartError` at the deadline.
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "reconnect.backoff.ms": 50,
+                         "reconnect.backoff.max.ms": 250, "log_level": 0, **(extra or {})})
+    start = time.monotonic()
+    deadline = start + timeout
+    while True:
+        reason = failed()
+        if reason:
+            raise BrokerStartError(reason)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise BrokerStartError(f"Kafka at {bootstrap} did not answer metadata requests "
+                                   f"with {brokers} broker(s) within {timeout:.0f}s")
+        try:
+            metadata = admin.list_topics(timeout=min(1.0, remaining))
+        except KafkaException:
+            continue
+        if len(metadata.brokers) >= brokers and (node_id is None or node_id in metadata.brokers):
+            return time.monotonic() - start
+        # Answered but not every broker registered yet: a short back-off between retries.
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+
+def _is_broker(pid: int, config_path: Path) -> bool:
+    """True if ``pid`` is alive and is the broker started with ``config_path`` (not a reused pid)."""
+    proc = Path("/proc")
+    if proc.is_dir():
+        try:
+            cmdline = (proc / str(pid) / "cmdline").read_bytes()  # empty for a zombie
+        except OSError:
+            return False
+        return b"kafka.Kafka" in cmdline and str(config_path).encode() in cmdline
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_exit(pid: int, child: subprocess.Popen[bytes] | None, timeout: float) -> bool:
+    """Wait for a process to end; True if it did. Uses a pidfd where there is one."""
+    if child is not None:
+        try:
+            child.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (AttributeError, OSError):  # no pidfd (macOS, old kernels): poll the condition
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return not _alive(pid)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def stop_processes(pids: Iterable[tuple[int, subprocess.Popen[bytes] | None]],
+                   timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM every process at once, wait up to ``timeout`` in all, then SIGKILL the rest."""
+    pending = list(pids)
+    for pid, _ in pending:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for pid, child in pending:
+        if not _wait_exit(pid, child, max(0.0, deadline - time.monotonic())):
+            log.warning("Kafka process %d ignored SIGTERM for %.0fs: killing it", pid, timeout)
+            _signal(pid, signal.SIGKILL)
+            _wait_exit(pid, child, 5.0)
+
+
+def read_state(data_dir: Path) -> dict[str, object] | None:
+    """The state file of a data dir, or None if there is none (or it is unreadable)."""
+    try:
+        return json.loads((data_dir / STATE_FILE).read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+def write_state(data_dir: Path, layout: Layout, pids: Mapping[int, int]) -> None:
+    """Write the state file atomically (mode 0600: it may hold test SASL passwords)."""
+    state = {"kafka_version": KAFKA_VERSION, "cluster_id": layout.cluster_id,
+             "bootstrap": layout.bootstrap, "sasl_bootstrap": layout.sasl_bootstrap,
+             "nodes": [asdict(node) for node in layout.nodes],
+             "sasl_users": dict(layout.sasl_users),
+             "pids": {str(node_id): pid for node_id, pid in pids.items()}}
+    tmp = data_dir / f".{STATE_FILE}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(state, handle, indent=2)
+    os.replace(tmp, data_dir / STATE_FILE)
+
+
+def layout_from_state(state: Mapping[str, object]) -> Layout:
+    nodes = tuple(Node(**node) for node in state["nodes"])  # type: ignore[union-attr,arg-type]
+    return Layout(str(state["cluster_id"]), nodes, dict(state.get("sasl_users") or {}))  # type: ignore[call-overload]
+
+
+class Cluster:
+    """A local KRaft cluster in one data dir: start, stop, kill and restart its brokers.
+
+    Holds the ``Popen`` of every broker it started (to reap it) and adopts the pids in the state
+    file for brokers another process started, so ``hashbridge kafka down`` can stop them.
+    """
+
+    def __init__(self, data_dir: Path, layout: Layout,
+                 extra_config: Mapping[str, str] | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.layout = layout
+        self.extra_config = dict(extra_config or {})
+        self.ready_seconds: float | None = None
+        self.already_running = False
+        self._pids: dict[int, int] = {}
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    @classmethod
+    def attach(cls, data_dir: Path) -> Cluster | None:
+        """The cluster recorded in ``data_dir``'s state file (running or not), or None."""
+        state = read_state(Path(data_dir))
+        if not state or "nodes" not in state:
+            return None
+        cluster = cls(Path(data_dir), layout_from_state(state))
+        pids = state.get("pids") or {}
+        cluster._pids = {int(node): int(pid) for node, pid in pids.items()}  # type: ignore[union-attr]
+        return cluster
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's plaintext address, comma-separated (clients survive one node down)."""
+        return self.layout.bootstrap
+
+    @property
+    def sasl_bootstrap(self) -> str | None:
+        """The SASL_PLAINTEXT (PLAIN) addresses, when the cluster was started with users."""
+        return self.layout.sasl_bootstrap
+
+    @property
+    def node_ids(self) -> tuple[int, ...]:
+        return tuple(node.node_id for node in self.layout.nodes)
+
+    def node(self, node_id: int) -> Node:
+        for node in self.layout.nodes:
+            if node.node_id == node_id:
+                return node
+        raise ValueError(f"no broker with id {node_id} (ids: {self.node_ids})")
+
+    def node_dir(self, node_id: int) -> Path:
+        return self.data_dir / f"node-{node_id}"
+
+    def log_file(self, node_id: int) -> Path:
+        """The broker's log4j log (the file a start failure names)."""
+        return self.node_dir(node_id) / "server.log"
+
+    def _config_path(self, node_id: int) -> Path:
+        return self.node_dir(node_id) / "server.properties"
+
+    def running(self) -> dict[int, int]:
+        """Node id -> pid of every broker of this cluster that is alive now."""
+        return {node: pid for node, pid in self._pids.items()
+                if _is_broker(pid, self._config_path(node))}
+
+    def healthy(self, timeout: float = 5.0) -> bool:
+        """True if the cluster answers a metadata request naming all its brokers."""
+        try:
+            wait_ready(self.bootstrap, brokers=len(self.layout.nodes), timeout=timeout)
+        except BrokerStartError:
+            return False
+        return True
+
+    def start(self, timeout: float = READY_TIMEOUT) -> float:
+        """Start every node not running, wait until all answer; return seconds to ready."""
+        libs = ensure_runtime()
+        begin = time.monotonic()
+        running = self.running()
+        todo = [node for node in self.layout.nodes if node.node_id not in running]
+        self._check_ports(todo)
+        for node in todo:
+            self._write_config(node)
+        self._format(libs, todo)
+        started = [self._launch(libs, node) for node in todo]
+        try:
+            wait_ready(self.bootstrap, brokers=len(self.layout.nodes),
+                       timeout=max(1.0, timeout - (time.monotonic() - begin)),
+                       failed=lambda: self._exit_reason(started))
+        except BrokerStartError as exc:
+            crashed = self._exit_reason(started) is not None
+            self._stop_nodes(started, timeout=5.0)
+            raise exc if crashed else BrokerStartError(f"{exc}\n{self._log_report(started)}")
+        self.ready_seconds = time.monotonic() - begin
+        return self.ready_seconds
+
+    def start_broker(self, node_id: int, timeout: float = READY_TIMEOUT) -> float:
+        """(Re)start one node and wait until it answers with itself registered; return seconds."""
+        node = self.node(node_id)
+        if node_id in self.running():
+            return 0.0
+        libs = ensure_runtime()
+        begin = time.monotonic()
+        self._check_ports([node])
+        self._write_config(node)
+        self._launch(libs, node)
+        try:
+            wait_ready(node.address, node_id=node_id, timeout=timeout,
+                       failed=lambda: self._exit_reason([node_id]))
+        except BrokerStartError as exc:
+            crashed = self._exit_reason([node_id]) is not None
+            self._stop_nodes([node_id], timeout=5.0)
+            raise exc if crashed else BrokerStartError(f"{exc}\n{self._log_report([node_id])}")
+        return time.monotonic() - begin
+
+    def kill_broker(self, node_id: int) -> None:
+        """SIGKILL one node (a crash, for fault tests) and wait until it is gone."""
+        self._stop_nodes([node_id], sig=signal.SIGKILL)
+
+    def stop_broker(self, node_id: int, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop one node cleanly: SIGTERM, then SIGKILL after ``timeout``."""
+        self._stop_nodes([node_id], timeout=timeout)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> list[int]:
+        """Stop every node (SIGTERM all, SIGKILL stragglers); idempotent. Returns the pids."""
+        pids = list(self.running().values())
+        self._stop_nodes(list(self._pids), timeout=timeout)
+        return pids
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _stop_nodes(self, node_ids: list[int], timeout: float = STOP_TIMEOUT,
+                    sig: int = signal.SIGTERM) -> None:
+        running = self.running()
+        targets = [(running[n], self._children.get(n)) for n in node_ids if n in running]
+        if sig == signal.SIGKILL:
+            for pid, _ in targets:
+                _signal(pid, signal.SIGKILL)
+        stop_processes(targets, timeout=timeout)
+        for node_id in node_ids:
+            self._pids.pop(node_id, None)
+            child = self._children.pop(node_id, None)
+            if child is not None and child.poll() is None:
+                child.wait(5.0)
+        write_state(self.data_dir, self.layout, self._pids)
+
+    def _check_ports(self, nodes: Iterable[Node]) -> None:
+        for node in nodes:
+            for port in (node.port, node.controller_port, node.sasl_port):
+                if port is not None and not port_is_free(port):
+                    raise BrokerStartError(
+                        f"port {port} on {HOST} is in use, so Kafka node {node.node_id} cannot "
+                        f"listen there: stop whatever holds it or pick another port (--port); "
+                        f"the node's log would be {self.log_file(node.node_id)}")
+
+    def _write_config(self, node: Node) -> None:
+        log_dir = self.node_dir(node.node_id) / "data"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        config = node_config(self.layout, node, log_dir, self.extra_config)
+        path = self._config_path(node.node_id)
+        path.write_text(_properties_text(config))
+        path.chmod(0o600)
+
+    def _format(self, libs: Path, nodes: list[Node]) -> None:
+        """Format the storage of nodes never started, all at once and with one cluster id."""
+        jobs = []
+        for node in nodes:
+            if (self.node_dir(node.node_id) / "data" / "meta.properties").exists():
+                continue
+            cmd = java_command(libs, self.log_file(node.node_id), "kafka.tools.StorageTool",
+                               "format", "-c", str(self._config_path(node.node_id)),
+                               "-t", self.layout.cluster_id, "--ignore-formatted")
+            jobs.append((node, subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)))
+        for node, job in jobs:
+            output, _ = job.communicate(timeout=120)
+            if job.returncode != 0:
+                raise BrokerStartError(
+                    f"formatting the storage of Kafka node {node.node_id} failed (exit "
+                    f"{job.returncode}); log {self.log_file(node.node_id)}:\n"
+                    f"{_tail_text(output.decode('utf-8', 'replace'))}")
+
+    def _launch(self, libs: Path, node: Node) -> int:
+        node_dir = self.node_dir(node.node_id)
+        cmd = java_command(libs, self.log_file(node.node_id), "kafka.Kafka",
+                           str(self._config_path(node.node_id)))
+        with open(node_dir / "stdout.log", "ab") as out:
+            child = subprocess.Popen(cmd, cwd=node_dir, stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self._children[node.node_id] = child
+        self._pids[node.node_id] = child.pid
+        write_state(self.data_dir, self.layout, self._pids)
+        log.info("started Kafka node %d (pid %d) on %s", node.node_id, child.pid, node.address)
+        return node.node_id
+
+    def _exit_reason(self, node_ids: Iterable[int]) -> str | None:
+        for node_id in node_ids:
+            child = self._children.get(node_id)
+            if child is not None and child.poll() is not None:
+                return (f"Kafka node {node_id} exited with code {child.returncode} before it was "
+                        f"ready.\n{self._log_report([node_id])}")
+        return None
+
+    def _log_report(self, node_ids: Iterable[int]) -> str:
+        parts = []
+        for node_id in node_ids:
+            log_file = self.log_file(node_id)
+            parts.append(f"Log file: {log_file}\nLast lines of {log_file}:\n{tail(log_file)}")
+            stdout = tail(self.node_dir(node_id) / "stdout.log")
+            if stdout.strip():
+                parts.append(f"Process output ({self.node_dir(node_id) / 'stdout.log'}):\n{stdout}")
+        return "\n".join(parts)

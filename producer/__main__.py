@@ -1,0 +1,171 @@
+"""``hashbridge produce``: hash a file, stdin or a raw topic into training frames and publish them.
+
+Parse flags, read the key and schema, wire SIGTERM/SIGINT to ``stop()`` (which lets the loop
+flush what it accepted), run, and choose the exit code: 0 all delivered, 1 delivery errors or a
+bad run, 2 bad configuration.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import uuid
+from contextlib import ExitStack
+from typing import Any
+
+from shared.clients import ensure_pipeline_topics, make_consumer
+from shared.errors import ConfigError, HashbridgeError
+from shared.hashspec import Algorithm
+from shared.logs import setup_logging
+from shared.settings import KafkaSettings
+
+from producer.edges import fit_edges
+from producer.hashing import INSECURE_WARNING, make_hasher
+from producer.keys import read_key
+from producer.metrics import ProducerMetrics
+from producer.publisher import FramePublisher
+from producer.schema import Schema, load_schema
+from producer.service import ProducerService, RunReport
+from producer.settings import DEFAULT_FRAME_RECORDS, ProducerSettings
+from producer.sources import open_source
+
+log = logging.getLogger("producer")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hashbridge produce", description=(
+        "Hash records with the owner's secret key and publish training frames. Only index lists and "
+        "0/1 labels leave this machine; the key, ids and raw values stay here."))
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", help="CSV or Parquet file (format from the suffix, or --format)")
+    src.add_argument("--jsonl", help="JSON lines file, or - for stdin")
+    src.add_argument("--relay-topic", help="relay mode: raw JSON records on this topic of --source-bootstrap")
+    p.add_argument("--format", choices=["csv", "parquet", "jsonl"], help="input format (default: from suffix)")
+    p.add_argument("--schema", required=True, help="schema TOML file")
+    p.add_argument("--key", help="key file from 'hashbridge keygen' (not needed in mmh3 insecure mode)")
+    p.add_argument("--bootstrap", help="destination cluster (default $HASHBRIDGE_BOOTSTRAP)")
+    p.add_argument("--topic-prefix", help="topic prefix (default $HASHBRIDGE_TOPIC_PREFIX or hb.)")
+    p.add_argument("--source-bootstrap", help="relay mode: the owner's own cluster (default: --bootstrap)")
+    p.add_argument("--relay-group", default="hb-relay", help="relay mode: consumer group on the source")
+    p.add_argument("--idle-exit", type=float, help="relay mode: exit after this many seconds without input")
+    p.add_argument("--frame-records", type=int, default=DEFAULT_FRAME_RECORDS, help="records per frame")
+    p.add_argument("--partitioning", choices=["roundrobin", "random"], default="roundrobin")
+    p.add_argument("--partitions", type=int, default=4, help="partitions of topics this command creates")
+    p.add_argument("--no-create-topics", action="store_true", help="do not create missing pipeline topics")
+    p.add_argument("--strict", action="store_true", help="stop at the first bad record")
+    p.add_argument("--skip-rows", type=int, default=0, help="lines to skip before the data (or header)")
+    p.add_argument("--threads", action="store_true", help="let pyarrow parse CSV on several threads")
+    p.add_argument("--max-records", type=int, help="stop after this many input records")
+    p.add_argument("--metrics-port", type=int, default=int(os.environ.get("HASHBRIDGE_PRODUCER_METRICS_PORT", 0)),
+                   help="serve Prometheus metrics here (default $HASHBRIDGE_PRODUCER_METRICS_PORT, 0 = off)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    return p
+
+
+def prepare_schema(args: argparse.Namespace) -> Schema:
+    """Load the schema; learn missing quantile edges from the input itself (saved by the schema)."""
+    schema = load_schema(args.schema)
+    if schema.algorithm is Algorithm.MMH3_PUBLIC:
+        print(f"\n*** {INSECURE_WARNING} ***\n", file=sys.stderr)
+    if schema.unfitted:
+        path = args.input or (args.jsonl if args.jsonl and args.jsonl != "-" else None)
+        if path is None:
+            raise ConfigError(f"numeric columns {list(schema.unfitted)} have no edges yet; run "
+                              "'hashbridge schema fit' on a sample first")
+        log.warning("learning quantile edges of %d numeric columns from %s (saved next to the schema)",
+                    len(schema.unfitted), os.path.basename(path))
+        schema = fit_edges(schema, path, fmt=args.format or ("jsonl" if args.jsonl else None),
+                           skip_rows=args.skip_rows)
+    return schema
+
+
+def _progress(stack: ExitStack, total: int) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = stack.enter_context(Progress(
+        TextColumn("producing"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(), console=Console(stderr=True), transient=False))
+    task = progress.add_task("produce", total=total or None, rate="")
+
+    def update(chunk: Any, report: RunReport) -> None:
+        import time as _t
+        elapsed = _t.monotonic() - update.t0  # type: ignore[attr-defined]
+        rate = f"{report.records_read:,} records, {report.records_read / max(elapsed, 1e-9):,.0f}/s"
+        progress.update(task, completed=chunk.bytes_read, rate=rate)
+
+    import time as _t
+    update.t0 = _t.monotonic()  # type: ignore[attr-defined]
+    return update
+
+
+def print_report(report: RunReport) -> None:
+    print(f"read {report.records_read:,} records; published {report.records_acked:,} in {report.frames:,} frames "
+          f"({report.records_per_second:,.0f} records/s); skipped {report.bad_count:,} bad rows; "
+          f"{report.delivery_errors} delivery errors", file=sys.stderr)
+    for reason, n in sorted(report.bad_by_reason.items()):
+        print(f"  {n:,} x {reason}", file=sys.stderr)
+    for line, column, reason in report.bad_rows[:50]:
+        print(f"  line {line}: {reason}" + (f" ({column})" if column else ""), file=sys.stderr)
+    if len(report.bad_rows) > 50:
+        print(f"  ... {report.bad_count - 50:,} more", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    schema = prepare_schema(args)
+    key = read_key(args.key) if args.key else None
+    hasher = make_hasher(schema, key)
+    kafka = KafkaSettings.from_env(bootstrap=args.bootstrap, prefix=args.topic_prefix)
+    settings = ProducerSettings(kafka=kafka, frame_records=args.frame_records, partitioning=args.partitioning,
+                                strict=args.strict, metrics_port=args.metrics_port,
+                                progress=not args.no_progress)
+    log.info("producing with spec %s", hasher.spec)
+    if not args.no_create_topics:
+        ensure_pipeline_topics(kafka, partitions=args.partitions)
+    metrics = ProducerMetrics()
+    metrics.serve(settings.metrics_port)
+    publisher = FramePublisher(settings.kafka_config(), kafka.topics.train, metrics, settings.partitioning)
+    with ExitStack() as stack:
+        if args.relay_topic:
+            from producer.relay import RelayService
+
+            source_kafka = KafkaSettings.from_env(bootstrap=args.source_bootstrap or kafka.bootstrap)
+            consumer = make_consumer(source_kafka, args.relay_group, **{"client.id": f"relay-{uuid.uuid4().hex[:6]}"})
+            stack.callback(consumer.close)
+            service: ProducerService = RelayService(settings, hasher, consumer, args.relay_topic, publisher,
+                                                    metrics)
+        else:
+            columns = schema.input_columns
+            source = open_source(args.input or args.jsonl, schema, columns, fmt=args.format,
+                                 skip_rows=args.skip_rows, use_threads=args.threads)
+            progress = None
+            if settings.progress and getattr(source, "size", 0) and sys.stderr.isatty():
+                progress = _progress(stack, source.size)
+            service = ProducerService(settings, hasher, source, publisher, metrics, progress)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: service.stop())
+        if args.relay_topic:
+            report = service.run(max_records=args.max_records, idle_exit=args.idle_exit)  # type: ignore[call-arg]
+        else:
+            report = service.run(max_records=args.max_records)
+    print_report(report)
+    return 1 if report.delivery_errors else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except ConfigError as exc:
+        print(f"hashbridge produce: {exc}", file=sys.stderr)
+        return 2
+    except HashbridgeError as exc:
+        print(f"hashbridge produce: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,389 @@
+"""Records to feature indices: a columnar path for files and a record-at-a-time path for the API.
+
+Both paths turn each input value into the same value string (:class:`ColumnRule`) and hash
+``(field, value string)`` with :class:`shared.hashspec.FeatureHasher`, through one bounded digest
+cache per field, so they give identical indices for the same record. The columnar path hashes
+each distinct value of a column batch once and maps the batch's dictionary codes to indices with
+numpy, which keeps the keyed hash off the per-row budget.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shared.errors import ConfigError, RecordError
+from shared.hashspec import FeatureHasher, feature_bytes
+
+from producer.schema import BIN_PREFIX, CROSS_FIELD_JOIN, CROSS_VALUE_JOIN, Schema
+
+CACHE_LIMIT = 1 << 20  # digests kept per field; the cache is emptied when it grows past this
+_BAD, _ABSENT = "bad", None
+
+
+def as_text(value: Any) -> str | None:
+    """The text of an input value: strings stripped, JSON scalars written as JSON would."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)
+
+
+def _record_error(reason: str, column: str) -> RecordError:
+    err = RecordError(f"{reason} in column {column}", reason)
+    err.column = column  # type: ignore[attr-defined]
+    return err
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one input value becomes: a value string (None: no feature) and the feature's value."""
+
+    text: str | None
+    value: float = 1.0
+    error: str | None = None  # a RecordError reason: the record is skipped
+
+
+class ColumnRule:
+    """The value-string rule of one feature column (see ``docs/schema.md``)."""
+
+    def __init__(self, schema: Schema, name: str) -> None:
+        self.name = name
+        self.missing_values = schema.missing_values
+        self.missing = Outcome(schema.missing_token)
+        self.edges: list[float] = []
+        self.raw = False
+        self.numeric = False
+        for col in schema.numeric:
+            if col.name == name:
+                self.numeric, self.raw = True, col.raw
+                if not col.raw:
+                    if col.edges is None:
+                        raise ConfigError(f"numeric column {name} has no edges yet: run 'hashbridge schema fit'")
+                    self.edges = [float(e) for e in col.edges]
+
+    def outcome(self, value: Any) -> Outcome:
+        text = as_text(value)
+        if text is None or text in self.missing_values:
+            return self.missing
+        if not self.numeric:
+            return Outcome(text)
+        try:
+            x = float(text)
+        except ValueError:
+            return Outcome(None, error="bad_number")
+        if math.isnan(x):
+            return self.missing
+        if self.raw:
+            return Outcome("", x)
+        return Outcome(BIN_PREFIX + str(bisect.bisect_right(self.edges, x)))
+
+
+class LabelRule:
+    def __init__(self, schema: Schema) -> None:
+        assert schema.label is not None
+        self.positive, self.negative = schema.label.positive, schema.label.negative
+        self.missing_values = schema.missing_values
+
+    def label(self, value: Any) -> int:
+        """0 or 1; -1 for a missing or unknown label (a bad record)."""
+        text = as_text(value)
+        if text is None:
+            return -1
+        if text in self.positive:
+            return 1
+        if self.negative is None:
+            return -1 if text in self.missing_values else 0
+        return 0 if text in self.negative else -1
+
+
+class DigestCache:
+    """Per-field digests of value strings, so a repeated value costs a dict lookup."""
+
+    def __init__(self, hasher: FeatureHasher, limit: int = CACHE_LIMIT) -> None:
+        self.hasher, self.limit = hasher, limit
+        self.fields: dict[str, dict[str, int]] = {}
+        self.hashed = 0  # keyed digests computed (cache misses)
+
+    def digest(self, field: str, text: str) -> int:
+        cache = self.fields.get(field)
+        if cache is None:
+            cache = self.fields[field] = {}
+        d = cache.get(text)
+        if d is None:
+            if len(cache) >= self.limit:
+                cache.clear()
+            d = cache[text] = self.hasher.digest64(feature_bytes(field, text))
+            self.hashed += 1
+        return d
+
+    def digests(self, field: str, texts: list[str]) -> np.ndarray:
+        cache = self.fields.get(field)
+        if cache is None or len(cache) + len(texts) > self.limit:
+            if cache is not None:
+                cache.clear()
+            cache = self.fields[field] = {}
+        get, out = cache.get, []
+        for t in texts:
+            d = get(t)
+            if d is None:
+                d = cache[t] = self.hasher.digest64(feature_bytes(field, t))
+                self.hashed += 1
+            out.append(d)
+        return np.array(out, dtype=np.uint64)
+
+    def distinct(self) -> dict[str, int]:
+        """Distinct values seen per field since the cache was last emptied (an estimate)."""
+        return {f: len(c) for f, c in self.fields.items()}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class EncodedBatch:
+    """CSR rows ready for a frame, plus the rows that were skipped and why."""
+
+    offsets: np.ndarray  # u32[n+1]
+    indices: np.ndarray  # u32[nnz]
+    values: np.ndarray | None  # f32[nnz] when the schema needs values
+    labels: np.ndarray | None  # u8[n]
+    kept: np.ndarray  # positions (in the input batch) of the encoded rows
+    bad: list[tuple[int, str, str]]  # (position in the input batch, column, reason)
+
+    @property
+    def n(self) -> int:
+        return int(self.offsets.shape[0] - 1)
+
+    def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Offsets (rebased to 0), indices and values of rows [start, stop)."""
+        a, b = int(self.offsets[start]), int(self.offsets[stop])
+        vals = self.values[a:b] if self.values is not None else None
+        return self.offsets[start:stop + 1] - np.uint32(a), self.indices[a:b], vals
+
+
+class Hasher:
+    """Both hashing paths over one schema, one key and one digest cache."""
+
+    def __init__(self, schema: Schema, hasher: FeatureHasher) -> None:
+        if hasher.spec.bits != schema.bits or hasher.spec.signed != schema.signed:
+            raise ValueError("hasher spec does not match the schema's bits/signed")
+        self.schema, self.spec = schema, hasher.spec
+        self.cache = DigestCache(hasher)
+        self.mask = np.uint64((1 << schema.bits) - 1)
+        self.rules = {c: ColumnRule(schema, c) for c in schema.categorical + tuple(n.name for n in schema.numeric)}
+        self.label_rule = LabelRule(schema) if schema.label is not None else None
+        self.cross_fields = [a + CROSS_FIELD_JOIN + b for a, b in schema.crosses]
+        self.needs_values = schema.needs_values
+        self._imask = (1 << schema.bits) - 1
+        self._label_col = schema.label.column if schema.label is not None else ""
+        self._record_fields = [(name, rule, {}) for name, rule in self.rules.items()]
+
+    # ---- record at a time -------------------------------------------------------------------
+    def _resolve(self, name: str, rule: ColumnRule, value: Any) -> tuple[int, float, str | None, str | None]:
+        """(index or -1, value, value string, error) of one input value of column ``name``."""
+        out = rule.outcome(value)
+        if out.error or out.text is None:
+            return -1, 0.0, None, out.error
+        d = self.cache.digest(name, out.text)
+        sign = -1.0 if (self.schema.signed and d >> 63) else 1.0
+        return d & self._imask, out.value * sign, out.text, None
+
+    def record(self, record: Mapping[str, Any], with_label: bool = True
+               ) -> tuple[int, list[int], list[float]]:
+        """(label or -1, indices, values) of one record; raises :class:`RecordError` for a bad one.
+
+        Resolved values are cached per (field, input string), so a repeated value costs one dict
+        lookup; the cache is emptied when it grows past its bound.
+        """
+        label = -1
+        if with_label and self.label_rule is not None:
+            label = self.label_rule.label(record.get(self._label_col))
+            if label < 0:
+                raise _record_error("bad_label", self._label_col)
+        indices: list[int] = []
+        values: list[float] = []
+        texts: dict[str, str | None] = {}
+        crosses = bool(self.cross_fields)
+        get = record.get
+        for name, rule, cache in self._record_fields:
+            v = get(name)
+            hit = cache.get(v) if type(v) is str else None
+            if hit is None:
+                hit = self._resolve(name, rule, v)
+                if type(v) is str:
+                    if len(cache) >= self.cache.limit:
+                        cache.clear()
+                    cache[v] = hit
+            if hit[0] >= 0:
+                indices.append(hit[0])
+                values.append(hit[1])
+            elif hit[3] is not None:
+                raise _record_error(hit[3], name)
+            if crosses:
+                texts[name] = hit[2]
+        for (a, b), field in zip(self.schema.crosses, self.cross_fields):
+            ta, tb = texts[a], texts[b]
+            if ta is not None and tb is not None:
+                d = self.cache.digest(field, ta + CROSS_VALUE_JOIN + tb)
+                indices.append(d & self._imask)
+                values.append(-1.0 if (self.schema.signed and d >> 63) else 1.0)
+        return label, indices, values
+
+    def records(self, records: list[Mapping[str, Any]], with_label: bool = True) -> EncodedBatch:
+        """Encode a list of records through the record path into one CSR batch."""
+        offsets = [0]
+        indices: list[int] = []
+        values: list[float] = []
+        labels: list[int] = []
+        kept: list[int] = []
+        bad: list[tuple[int, str, str]] = []
+        for pos, rec in enumerate(records):
+            try:
+                label, idx, vals = self.record(rec, with_label)
+            except RecordError as exc:
+                bad.append((pos, getattr(exc, "column", ""), exc.reason))
+                continue
+            indices += idx
+            values += vals
+            labels.append(label)
+            kept.append(pos)
+            offsets.append(len(indices))
+        return EncodedBatch(
+            np.array(offsets, dtype=np.uint32), np.array(indices, dtype=np.uint32),
+            np.array(values, dtype=np.float32) if self.needs_values else None,
+            np.array(labels, dtype=np.uint8) if with_label and self.label_rule is not None else None,
+            np.array(kept, dtype=np.int64), bad)
+
+    # ---- columnar ---------------------------------------------------------------------------
+    def _entries(self, name: str, arr: pa.Array) -> tuple[np.ndarray, list[Outcome]]:
+        """Dictionary codes of a column (nulls -> the last entry) and one outcome per entry."""
+        if not pa.types.is_dictionary(arr.type):
+            arr = pc.dictionary_encode(arr)
+        entries = arr.dictionary.to_pylist()
+        entries.append(None)
+        idx = arr.indices
+        if idx.null_count:
+            idx = pc.fill_null(idx, len(entries) - 1)
+        codes = idx.to_numpy(zero_copy_only=False)
+        rule = self.rules.get(name)
+        outcomes = [rule.outcome(e) for e in entries] if rule is not None else entries
+        return codes, outcomes
+
+    def _entry_arrays(self, field: str, outcomes: list[Outcome]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per dictionary entry: index, value (sign applied), present, bad."""
+        present = np.array([o.text is not None for o in outcomes], dtype=bool)
+        bad = np.array([o.error is not None for o in outcomes], dtype=bool)
+        texts = [o.text for o in outcomes if o.text is not None]
+        dig = np.zeros(len(outcomes), dtype=np.uint64)
+        if texts:
+            dig[present] = self.cache.digests(field, texts)
+        index = (dig & self.mask).astype(np.uint32)
+        value = np.ones(len(outcomes), dtype=np.float32)
+        if self.needs_values:
+            value = np.array([o.value for o in outcomes], dtype=np.float32)
+            if self.schema.signed:
+                value[(dig >> np.uint64(63)).astype(bool)] *= -1.0
+        return index, value, present, bad
+
+    def batch(self, batch: pa.RecordBatch, with_label: bool = True) -> EncodedBatch:
+        """Encode a column batch; rows with a bad number or label are left out and listed."""
+        n = batch.num_rows
+        k = len(self.rules) + len(self.cross_fields)
+        idx = np.empty((n, k), dtype=np.uint32)
+        val = np.ones((n, k), dtype=np.float32) if self.needs_values else None
+        present = np.ones((n, k), dtype=bool)
+        bad = np.zeros(n, dtype=bool)
+        reasons: list[tuple[np.ndarray, str, str]] = []
+        labels = None
+        names = batch.schema.names
+        if with_label and self.label_rule is not None:
+            col = self.schema.label.column  # type: ignore[union-attr]
+            if col not in names:
+                raise RecordError(f"input has no label column {col}", "missing_column")
+            codes, entries = self._entries(col, batch.column(names.index(col)))
+            lab = np.array([self.label_rule.label(e) for e in entries], dtype=np.int8)[codes]
+            lbad = lab < 0
+            if lbad.any():
+                reasons.append((lbad, col, "bad_label"))
+                bad |= lbad
+            labels = lab.astype(np.uint8)
+        kept_texts: dict[str, tuple[np.ndarray, list[Outcome]]] = {}
+        for j, name in enumerate(self.rules):
+            if name not in names:
+                raise RecordError(f"input has no column {name}", "missing_column")
+            codes, outcomes = self._entries(name, batch.column(names.index(name)))
+            e_idx, e_val, e_present, e_bad = self._entry_arrays(name, outcomes)
+            idx[:, j] = e_idx[codes]
+            if val is not None:
+                val[:, j] = e_val[codes]
+            if not e_present.all():
+                present[:, j] = e_present[codes]
+            if e_bad.any():
+                rbad = e_bad[codes]
+                reasons.append((rbad, name, "bad_number"))
+                bad |= rbad
+            kept_texts[name] = (codes, outcomes)
+        for c, ((a, b), field) in enumerate(zip(self.schema.crosses, self.cross_fields)):
+            j = len(self.rules) + c
+            ca, oa = kept_texts[a]
+            cb, ob = kept_texts[b]
+            pair = ca.astype(np.int64) * len(ob) + cb
+            uniq, inv = np.unique(pair, return_inverse=True)
+            outs = []
+            for p in uniq.tolist():
+                ta, tb = oa[p // len(ob)].text, ob[p % len(ob)].text
+                outs.append(Outcome(None if ta is None or tb is None else ta + CROSS_VALUE_JOIN + tb))
+            e_idx, e_val, e_present, _ = self._entry_arrays(field, outs)
+            idx[:, j] = e_idx[inv]
+            if val is not None:
+                val[:, j] = e_val[inv]
+            if not e_present.all():
+                present[:, j] = e_present[inv]
+        kept = np.flatnonzero(~bad)
+        bad_list: list[tuple[int, str, str]] = []
+        if bad.any():
+            seen: set[int] = set()
+            for mask, col, why in reasons:
+                for r in np.flatnonzero(mask).tolist():
+                    if r not in seen:
+                        seen.add(r)
+                        bad_list.append((r, col, why))
+            bad_list.sort()
+            idx, present = idx[kept], present[kept]
+            val = val[kept] if val is not None else None
+            labels = labels[kept] if labels is not None else None
+        m = kept.shape[0]
+        if present.all():
+            offsets = np.arange(0, (m + 1) * k, k, dtype=np.uint32)
+            indices = idx.reshape(-1)
+            values = val.reshape(-1) if val is not None else None
+        else:
+            offsets = np.zeros(m + 1, dtype=np.uint32)
+            np.cumsum(present.sum(axis=1), out=offsets[1:])
+            indices = idx[present]
+            values = val[present] if val is not None else None
+        return EncodedBatch(offsets, indices, values, labels, kept, bad_list)
+
+
+INSECURE_WARNING = ("INSECURE MODE: mmh3 with a public seed. Anyone who sees these frames can invert "
+                    "the indices with a dictionary attack; use it only for benchmarks and public data.")
+
+
+def make_hasher(schema: Schema, key: bytes | None) -> Hasher:
+    """The schema's hasher: keyed BLAKE2b with ``key``, or the public mmh3 mode (no key)."""
+    from shared.hashspec import Algorithm
+
+    if schema.algorithm is Algorithm.MMH3_PUBLIC:
+        return Hasher(schema, FeatureHasher.public_mmh3(schema.bits, schema.signed, schema.seed))
+    if key is None:
+        raise ConfigError("keyed hashing needs the key file (--key)")
+    return Hasher(schema, FeatureHasher.keyed(key, schema.bits, schema.signed))

@@ -1,0 +1,97 @@
+"""Frames to Kafka: idempotent, acks=all, compressed; every delivery outcome is counted.
+
+The delivery callback is the only place that learns whether a frame is durable, so it keeps the
+acknowledged and failed record counts that the service reports and that relay mode checks before
+it commits its source offsets.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from confluent_kafka import KafkaException, Producer
+
+from shared.errors import KafkaError
+
+from producer.metrics import ProducerMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Deliveries:
+    frames_sent: int = 0
+    records_sent: int = 0
+    bytes_sent: int = 0
+    frames_acked: int = 0
+    records_acked: int = 0
+    frames_failed: int = 0
+    records_failed: int = 0
+    errors: list[str] = field(default_factory=list)  # first few error strings (codes, never payloads)
+
+    @property
+    def in_flight(self) -> int:
+        return self.frames_sent - self.frames_acked - self.frames_failed
+
+
+class FramePublisher:
+    """Sends encoded frames to one topic, round-robin over its partitions or at random."""
+
+    def __init__(self, config: dict[str, Any], topic: str, metrics: ProducerMetrics,
+                 partitioning: str = "roundrobin", producer: Producer | None = None) -> None:
+        self.topic, self.metrics = topic, metrics
+        self.producer = producer or Producer(config)
+        self.stats = Deliveries()
+        self._next = 0
+        self.partitions: list[int] = []
+        if partitioning == "roundrobin":
+            try:
+                meta = self.producer.list_topics(topic, timeout=10)
+            except KafkaException as exc:
+                raise KafkaError(f"cannot read metadata of topic {topic}: {exc}") from None
+            tmeta = meta.topics.get(topic)
+            if tmeta is None or tmeta.error is not None or not tmeta.partitions:
+                raise KafkaError(f"topic {topic} does not exist ({tmeta.error if tmeta else 'no metadata'})")
+            self.partitions = sorted(tmeta.partitions)
+
+    def _callback(self, n_records: int, size: int) -> Callable[[Any, Any], None]:
+        def on_delivery(err: Any, msg: Any) -> None:
+            if err is None:
+                self.stats.frames_acked += 1
+                self.stats.records_acked += n_records
+                self.metrics.records_acked.labels(self.topic).inc(n_records)
+            else:
+                self.stats.frames_failed += 1
+                self.stats.records_failed += n_records
+                self.metrics.delivery_errors.labels(self.topic).inc()
+                if len(self.stats.errors) < 20:
+                    self.stats.errors.append(str(err))
+                log.error("frame of %d records not delivered to %s: %s", n_records, self.topic, err)
+        return on_delivery
+
+    def send(self, payload: bytes, n_records: int, key: bytes | None = None) -> None:
+        """Hand a frame to the client; waits (serving callbacks) while its queue is full."""
+        kwargs: dict[str, Any] = {"value": payload, "on_delivery": self._callback(n_records, len(payload))}
+        if key is not None:
+            kwargs["key"] = key
+        if self.partitions and key is None:
+            kwargs["partition"] = self.partitions[self._next % len(self.partitions)]
+            self._next += 1
+        while True:
+            try:
+                self.producer.produce(self.topic, **kwargs)
+                break
+            except BufferError:
+                self.producer.poll(0.05)
+        self.producer.poll(0)
+        self.stats.frames_sent += 1
+        self.stats.records_sent += n_records
+        self.stats.bytes_sent += len(payload)
+        self.metrics.frames_out.labels(self.topic).inc()
+        self.metrics.records_out.labels(self.topic).inc(n_records)
+        self.metrics.bytes_out.labels(self.topic).inc(len(payload))
+
+    def flush(self, timeout: float = 60.0) -> int:
+        """Wait for every frame's outcome; returns how many are still without one."""
+        return int(self.producer.flush(timeout))

@@ -1,0 +1,148 @@
+"""The producer loop: read a source in chunks, hash, cut frames, publish, report.
+
+A stop request (SIGTERM) ends the loop at a chunk boundary; everything already accepted is then
+flushed, so a clean stop loses nothing that was read. Bad rows are counted, reported with their
+line numbers and skipped, or end the run under ``strict``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from shared.errors import RecordError
+from shared.frames import encode_train
+
+from producer.hashing import EncodedBatch, Hasher
+from producer.metrics import ProducerMetrics
+from producer.publisher import FramePublisher
+from producer.settings import ProducerSettings
+from producer.sources import Chunk, Rejects
+
+log = logging.getLogger(__name__)
+
+MAX_REPORTED_BAD = 1000  # bad rows kept with their line numbers; all are counted
+MAX_LOGGED_BAD = 20
+
+
+class Source(Protocol):
+    rejects: Rejects
+
+    def __iter__(self): ...  # noqa: D105 - yields Chunk
+
+    def line_of(self, row: int) -> int: ...
+
+
+@dataclass(slots=True)
+class RunReport:
+    records_read: int = 0  # accepted by the reader (before bad numbers and labels)
+    records_sent: int = 0
+    records_acked: int = 0
+    frames: int = 0
+    delivery_errors: int = 0
+    bad_count: int = 0
+    bad_by_reason: Counter = field(default_factory=Counter)
+    bad_rows: list[tuple[int, str, str]] = field(default_factory=list)  # (line, column or detail, reason)
+    elapsed: float = 0.0
+    stopped: bool = False
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records_acked / self.elapsed if self.elapsed > 0 else 0.0
+
+
+class ProducerService:
+    """Publishes training frames of one source; ``run`` returns a :class:`RunReport`."""
+
+    def __init__(self, settings: ProducerSettings, hasher: Hasher, source: Source,
+                 publisher: FramePublisher, metrics: ProducerMetrics,
+                 progress: Callable[[Chunk, RunReport], None] | None = None) -> None:
+        self.settings, self.hasher, self.source = settings, hasher, source
+        self.publisher, self.metrics, self.progress = publisher, metrics, progress
+        self._stop = False
+        self._rejects_seen = 0
+        self.report = RunReport()
+        spec = hasher.spec
+        metrics.key.info({"key_id": spec.key_id_hex, "spec": str(spec)})
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def _note_bad(self, line: int, column: str, reason: str) -> None:
+        r = self.report
+        r.bad_count += 1
+        r.bad_by_reason[reason] += 1
+        self.metrics.bad_records.labels(reason).inc()
+        if len(r.bad_rows) < MAX_REPORTED_BAD:
+            r.bad_rows.append((line, column, reason))
+        if r.bad_count <= MAX_LOGGED_BAD:
+            log.warning("skipped line %d: %s%s", line, reason, f" ({column})" if column else "")
+        if self.settings.strict:
+            raise RecordError(f"line {line}: {reason}" + (f" ({column})" if column else ""), reason)
+
+    def _drain_rejects(self) -> None:
+        rows = self.source.rejects.rows
+        while self._rejects_seen < len(rows):
+            line, reason, detail = rows[self._rejects_seen]
+            self._rejects_seen += 1
+            self._note_bad(line, detail, reason)
+
+    def _encode(self, chunk: Chunk) -> EncodedBatch:
+        t0 = time.perf_counter()
+        if chunk.batch is not None:
+            enc = self.hasher.batch(chunk.batch)
+        else:
+            enc = self.hasher.records(chunk.records or [])
+        dt = time.perf_counter() - t0
+        if dt > 0:
+            self.metrics.hash_rate.set(chunk.num_rows / dt)
+        for pos, column, reason in enc.bad:
+            line = (chunk.record_lines[pos] if chunk.record_lines is not None
+                    else self.source.line_of(chunk.first_row + pos))
+            self._note_bad(line, f"column {column}" if column else "", reason)
+        return enc
+
+    def _publish(self, enc: EncodedBatch) -> None:
+        step, spec = self.settings.frame_records, self.hasher.spec
+        for start in range(0, enc.n, step):
+            stop = min(start + step, enc.n)
+            offsets, indices, values = enc.rows(start, stop)
+            payload = encode_train(spec, enc.labels[start:stop], offsets, indices, values=values)
+            self.publisher.send(payload, stop - start)
+
+    def run(self, max_records: int | None = None, timeout: float | None = None) -> RunReport:
+        """Publish until the source ends, ``max_records`` are read, ``timeout`` passes or ``stop()``."""
+        r = self.report
+        t0 = time.monotonic()
+        try:
+            for chunk in self.source:
+                self._drain_rejects()
+                if max_records is not None and r.records_read + chunk.num_rows > max_records:
+                    keep = max(0, max_records - r.records_read)
+                    if chunk.batch is not None:
+                        chunk.batch = chunk.batch.slice(0, keep)
+                    else:
+                        chunk.records = (chunk.records or [])[:keep]
+                r.records_read += chunk.num_rows
+                self._publish(self._encode(chunk))
+                if self.progress is not None:
+                    self.progress(chunk, r)
+                if self._stop or (max_records is not None and r.records_read >= max_records):
+                    r.stopped = self._stop
+                    break
+                if timeout is not None and time.monotonic() - t0 > timeout:
+                    break
+            self._drain_rejects()
+        finally:
+            remaining = self.publisher.flush()
+            if remaining:
+                log.error("%d frames still undelivered after flush", remaining)
+            stats = self.publisher.stats
+            r.records_sent, r.records_acked, r.frames = stats.records_sent, stats.records_acked, stats.frames_sent
+            r.delivery_errors = stats.frames_failed + remaining
+            r.elapsed = time.monotonic() - t0
+            for f, n in self.hasher.cache.distinct().items():
+                self.metrics.distinct.labels(f).set(n)
+        return r

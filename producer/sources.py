@@ -1,0 +1,187 @@
+"""Input sources: CSV and Parquet in column batches (pyarrow), JSON lines record by record.
+
+A source yields :class:`Chunk` objects and counts the rows its reader had to reject (wrong
+column count, unparseable JSON) with their line numbers. Line numbers of CSV rows are exact
+unless the file has blank lines between records (pyarrow skips those silently).
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from shared.errors import ConfigError, RecordError
+
+from producer.schema import Schema
+
+DEFAULT_BLOCK_BYTES = 4 << 20
+DICT_STRING = pa.dictionary(pa.int32(), pa.string())
+
+
+@dataclass(slots=True)
+class Chunk:
+    """A batch of input rows: a column batch or a list of records, plus its position."""
+
+    first_row: int  # global ordinal of the first accepted row (0-based)
+    batch: pa.RecordBatch | None = None
+    records: list[dict[str, Any]] | None = None
+    record_lines: list[int] | None = None  # line number per record (record sources)
+    bytes_read: int = 0  # of the input, for progress
+
+    @property
+    def num_rows(self) -> int:
+        return self.batch.num_rows if self.batch is not None else len(self.records or [])
+
+
+@dataclass(slots=True)
+class Rejects:
+    """Rows the reader itself refused, in input order."""
+
+    rows: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, detail)
+
+    def add(self, line: int, reason: str, detail: str = "") -> None:
+        self.rows.append((line, reason, detail))
+
+
+class CsvSource:
+    """Streams a CSV file in column batches; every read column is dictionary-encoded strings."""
+
+    def __init__(self, path: str | Path, schema: Schema, columns: tuple[str, ...],
+                 block_bytes: int = DEFAULT_BLOCK_BYTES, skip_rows: int = 0, use_threads: bool = False) -> None:
+        self.path, self.schema, self.columns = Path(path), schema, columns
+        self.block_bytes, self.skip_rows, self.use_threads = block_bytes, skip_rows, use_threads
+        self.rejects = Rejects()
+        self.size = self.path.stat().st_size
+        self._bad_lines: list[int] = []
+        self._header_lines = skip_rows + (1 if schema.header else 0)
+
+    def _on_invalid(self, row: Any) -> str:
+        line = row.number if row.number is not None else -1
+        self.rejects.add(line, "wrong_column_count", f"{row.actual_columns} of {row.expected_columns} columns")
+        if line > 0:
+            bisect.insort(self._bad_lines, line)
+        return "skip"
+
+    def line_of(self, row: int) -> int:
+        """File line (1-based) of accepted row ``row`` (0-based), counting rejected lines before it."""
+        line = self._header_lines + row + 1
+        k = 0
+        while k < len(self._bad_lines) and self._bad_lines[k] <= line + k:
+            k += 1
+        return line + k
+
+    def __iter__(self) -> Iterator[Chunk]:
+        read = pacsv.ReadOptions(use_threads=self.use_threads, block_size=self.block_bytes,
+                                 skip_rows=self.skip_rows,
+                                 column_names=list(self.schema.names) if self.schema.names else None,
+                                 autogenerate_column_names=False)
+        parse = pacsv.ParseOptions(delimiter=self.schema.delimiter, invalid_row_handler=self._on_invalid)
+        convert = pacsv.ConvertOptions(include_columns=list(self.columns),
+                                       column_types={c: DICT_STRING for c in self.columns},
+                                       strings_can_be_null=False, quoted_strings_can_be_null=False)
+        f = pa.OSFile(str(self.path), "rb")
+        try:
+            try:
+                reader = pacsv.open_csv(f, read_options=read, parse_options=parse, convert_options=convert)
+            except (pa.ArrowInvalid, pa.ArrowKeyError) as exc:
+                raise ConfigError(f"cannot read {self.path.name} as CSV with this schema: {exc}") from None
+            row = 0
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                except pa.ArrowInvalid as exc:
+                    raise RecordError(f"{self.path.name}: {exc}", "unreadable") from None
+                if batch.num_rows:
+                    yield Chunk(row, batch=batch, bytes_read=f.tell())
+                    row += batch.num_rows
+        finally:
+            f.close()
+
+
+class ParquetSource:
+    def __init__(self, path: str | Path, columns: tuple[str, ...], batch_rows: int = 65536) -> None:
+        self.path, self.columns, self.batch_rows = Path(path), columns, batch_rows
+        self.rejects = Rejects()
+        self.size = self.path.stat().st_size
+
+    def line_of(self, row: int) -> int:
+        return row + 1  # Parquet has rows, not lines: report the 1-based row number
+
+    def __iter__(self) -> Iterator[Chunk]:
+        pf = pq.ParquetFile(self.path)
+        total, row = max(pf.metadata.num_rows, 1), 0
+        for batch in pf.iter_batches(batch_size=self.batch_rows, columns=list(self.columns)):
+            yield Chunk(row, batch=batch, bytes_read=int(self.size * (row + batch.num_rows) / total))
+            row += batch.num_rows
+
+
+class JsonLinesSource:
+    """One JSON object per line from a file or stdin (``-``); bad lines are rejected with their number."""
+
+    def __init__(self, path: str | Path, chunk_records: int = 4096) -> None:
+        self.path, self.chunk_records = str(path), chunk_records
+        self.rejects = Rejects()
+        self.size = os.path.getsize(self.path) if self.path != "-" else 0
+
+    def line_of(self, row: int) -> int:
+        return self._lines_by_row.get(row, -1)
+
+    def __iter__(self) -> Iterator[Chunk]:
+        self._lines_by_row: dict[int, int] = {}
+        stream: IO[bytes] = sys.stdin.buffer if self.path == "-" else open(self.path, "rb")
+        try:
+            records: list[dict[str, Any]] = []
+            lines: list[int] = []
+            row, pos = 0, 0
+            for lineno, raw in enumerate(stream, 1):
+                pos += len(raw)
+                if not raw.strip():
+                    continue
+                try:
+                    rec = json.loads(raw)
+                except ValueError:
+                    self.rejects.add(lineno, "bad_json")
+                    continue
+                if not isinstance(rec, dict):
+                    self.rejects.add(lineno, "not_an_object")
+                    continue
+                records.append(rec)
+                lines.append(lineno)
+                if len(records) >= self.chunk_records:
+                    yield Chunk(row, records=records, record_lines=lines, bytes_read=pos)
+                    row += len(records)
+                    records, lines = [], []
+            if records:
+                yield Chunk(row, records=records, record_lines=lines, bytes_read=pos)
+        finally:
+            if stream is not sys.stdin.buffer:
+                stream.close()
+
+
+def open_source(path: str, schema: Schema, columns: tuple[str, ...], fmt: str | None = None,
+                skip_rows: int = 0, block_bytes: int = DEFAULT_BLOCK_BYTES, use_threads: bool = False,
+                chunk_records: int = 4096) -> CsvSource | ParquetSource | JsonLinesSource:
+    """A source for ``path`` by format (csv, parquet, jsonl), guessed from the suffix when not given."""
+    if fmt is None:
+        suffix = Path(path).suffix.lower()
+        fmt = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".json": "jsonl",
+               ".ndjson": "jsonl"}.get(suffix, "csv")
+        if path == "-":
+            fmt = "jsonl"
+    if fmt == "csv":
+        return CsvSource(path, schema, columns, block_bytes, skip_rows, use_threads)
+    if fmt == "parquet":
+        return ParquetSource(path, columns)
+    if fmt == "jsonl":
+        return JsonLinesSource(path, chunk_records)
+    raise ConfigError(f"unknown input format {fmt!r} (csv, parquet, jsonl)")

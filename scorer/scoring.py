@@ -1,0 +1,90 @@
+"""Turning one score request message into one reply: a prediction frame or an error frame.
+
+Kept free of Kafka so it can be tested alone. A request the scorer cannot serve still gets a
+reply, so the data owner's client never waits for an answer that will not come.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from scorer.kernels import predict_csr
+from shared.errors import FrameError, HashbridgeError
+from shared.frames import Frame, Kind, decode, encode_error, encode_prediction, require_spec
+from shared.hashspec import Algorithm, SpecId
+from shared.models import ModelSnapshot
+
+# Stands in for a spec when a frame is too broken to name its own and no model is loaded.
+NULL_SPEC = SpecId(Algorithm.BLAKE2B_KEYED, 1, False, b"\0" * 8)
+_EMPTY_IDS = np.zeros(0, np.uint64)
+_EMPTY_F32 = np.zeros(0, np.float32)
+NO_MODEL = "no_model"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What to send back for one request: ``reason`` is empty for a prediction."""
+
+    value: bytes
+    n_records: int
+    model_version: int
+    reason: str = ""
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.reason
+
+
+def predict(model: ModelSnapshot, frame: Frame) -> np.ndarray:
+    """Probabilities of a decoded score frame; refuses frames of another spec."""
+    require_spec(frame, model.spec)
+    out = np.empty(frame.n_records, np.float64)
+    values = frame.values if frame.values is not None else _EMPTY_F32
+    predict_csr(model.weights, float(model.bias), frame.offsets, frame.indices, values, out)
+    return out
+
+
+def predict_numpy(model: ModelSnapshot, offsets: np.ndarray, indices: np.ndarray,
+                  values: np.ndarray | None = None) -> np.ndarray:
+    """The same model applied with plain numpy: the reference the kernel is tested against."""
+    contrib = model.weights[indices].astype(np.float64)
+    if values is not None:
+        contrib = contrib * values
+    rows = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets.astype(np.int64)))
+    z = model.bias + np.bincount(rows, weights=contrib, minlength=len(offsets) - 1)
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def error_reply(spec: SpecId, ids: np.ndarray, reason: str, detail: str, version: int) -> Reply:
+    return Reply(encode_error(spec, ids, reason, version), int(ids.shape[0]), version, reason, detail)
+
+
+def serve(value: bytes | None, model: ModelSnapshot | None) -> Reply:
+    """Score one request message with ``model`` (None: no model yet), or explain why not."""
+    version = model.version if model is not None else 0
+    try:
+        frame = decode(value or b"", expect=Kind.SCORE)
+    except FrameError as exc:
+        return error_reply(model.spec if model else NULL_SPEC, _EMPTY_IDS, exc.reason, str(exc), version)
+    ids = np.array(frame.request_ids, copy=True)
+    if model is None:
+        return error_reply(frame.spec, ids, NO_MODEL, "no model loaded yet", 0)
+    try:
+        probs = predict(model, frame)
+    except HashbridgeError as exc:
+        return error_reply(frame.spec, ids, exc.reason, str(exc), version)
+    return Reply(encode_prediction(frame.spec, ids, probs, version), frame.n_records, version)
+
+
+def warm_up() -> None:
+    """Compile the kernel for the array types frames produce (read-only views) before serving."""
+    w = np.zeros(2, np.float32)
+    for ro in (False, True):
+        offs, idx, vals = np.array([0, 1], np.uint32), np.array([1], np.uint32), np.ones(1, np.float32)
+        if ro:
+            for a in (offs, idx, vals):
+                a.flags.writeable = False
+        predict_csr(w, 0.0, offs, idx, vals, np.empty(1))
+        predict_csr(w, 0.0, offs, idx, _EMPTY_F32 if not ro else np.frombuffer(b"", np.float32), np.empty(1))

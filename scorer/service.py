@@ -1,0 +1,249 @@
+"""The scorer's loop: consume score requests, reply with predictions, commit after the flush.
+
+Delivery is at-least-once: input offsets are committed only after every reply (and dead letter)
+produced for them was acknowledged, so a scorer killed in between leaves its requests to be
+answered again by whoever takes over the partition. The model is swapped between two batches,
+never during one, and each reply names the version that scored it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import ExitStack
+from typing import Any
+
+from confluent_kafka import KafkaError as CKError, KafkaException, TopicPartition
+
+from scorer.metrics import ScorerMetrics
+from scorer.scoring import serve, warm_up
+from scorer.settings import ScorerSettings
+from shared.clients import ensure_pipeline_topics, make_consumer, make_producer
+from shared.deadletter import send_dead_letter
+from shared.errors import KafkaError
+from shared.models import ModelSnapshot, ModelWatcher
+
+log = logging.getLogger(__name__)
+SERVICE = "scorer"
+
+
+class ScorerService:
+    """One scorer process: a consumer-group member on the score topic. Use as a context manager."""
+
+    def __init__(self, settings: ScorerSettings, metrics: ScorerMetrics | None = None, *,
+                 consumer: Any = None, producer: Any = None, watcher: Any = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or ScorerMetrics()
+        self._consumer, self._producer, self._watcher = consumer, producer, watcher
+        self._stack: ExitStack | None = None
+        self._stop = False
+        self._pending: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset to commit
+        self._delivery_errors: list[str] = []
+        self.model: ModelSnapshot | None = None
+        self.records_served = 0
+        self._model_deadline = 0.0
+
+    # -- resources -------------------------------------------------------------------------
+    def __enter__(self) -> "ScorerService":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        if self._stack is not None:
+            return
+        s, stack = self.settings, ExitStack()
+        self._stack = stack
+        if self._consumer is None:
+            ensure_pipeline_topics(s.kafka, s.partitions)
+            self._consumer = make_consumer(s.kafka, s.group, **s.consumer_overrides())
+        stack.callback(self._consumer.close)
+        if self._producer is None:
+            self._producer = make_producer(s.kafka, on_delivery=self._on_delivery, **s.producer_overrides())
+        if self._watcher is None:
+            self._watcher = ModelWatcher(s.kafka)
+        stack.callback(self._watcher.close)
+        warm_up()
+        self._consumer.subscribe([s.kafka.topics.score], on_assign=self._on_assign,
+                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self._model_deadline = time.monotonic() + s.model_wait
+
+    def close(self) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            try:
+                self._producer.flush(30)
+            finally:
+                stack.close()
+
+    def stop(self) -> None:
+        """Ask the loop to end after the current batch; safe from a signal handler."""
+        self._stop = True
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, max_records: int | None = None, timeout: float | None = None) -> int:
+        """Serve until stopped, ``max_records`` records were answered or ``timeout`` passed."""
+        self.open()
+        s, m = self.settings, self.metrics
+        start = time.monotonic()
+        end = start + timeout if timeout is not None else float("inf")
+        served_at_start = self.records_served
+        next_model = next_commit = next_lag = start
+        self._stop = False
+        try:
+            while not self._stop:
+                now = time.monotonic()
+                if now >= end or (max_records is not None
+                                  and self.records_served - served_at_start >= max_records):
+                    break
+                if now >= next_model:
+                    self._check_model(0.0)
+                    next_model = now + s.model_check_interval
+                msgs = self._consumer.consume(s.batch_size, s.consume_wait)
+                if msgs:
+                    self._serve_batch(msgs)
+                else:
+                    self._producer.poll(0)
+                now = time.monotonic()
+                if now >= next_commit:
+                    self._commit()
+                    next_commit = now + s.commit_interval
+                if now >= next_lag:
+                    self._measure_lag()
+                    next_lag = now + s.lag_interval
+            self._commit()  # a clean stop commits what it answered; a raise does not
+        finally:
+            m.model_age.set(time.time() - self.model.created_at if self.model else 0)
+        return self.records_served - served_at_start
+
+    def _check_model(self, timeout: float) -> None:
+        newer = self._watcher.poll(timeout)
+        if newer is not None and (self.model is None or newer.version > self.model.version):
+            old = self.model.version if self.model else 0
+            self.model = newer  # one reference swap between batches: never a half-loaded model
+            self.metrics.model_version.set(newer.version)
+            self.metrics.model_age.set(time.time() - newer.created_at)
+            self.metrics.model_swaps.inc()
+            log.info("serving model version %d (was %d, spec %s)", newer.version, old, newer.spec)
+
+    def _await_model(self) -> None:
+        """No model yet: wait out what is left of the start-up grace, then serve error replies."""
+        while self.model is None and not self._stop:
+            remaining = self._model_deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._check_model(min(remaining, 0.5))
+
+    def _serve_batch(self, msgs: list[Any]) -> None:
+        m, s = self.metrics, self.settings
+        t0 = time.perf_counter()
+        if self.model is None:
+            self._await_model()
+        wall_ms = time.time() * 1000.0
+        frames = records_in = bytes_in = records_out = bytes_out = 0
+        serve_s = 0.0
+        outcomes: dict[str, int] = {}
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() != CKError._PARTITION_EOF:
+                    if err.fatal():
+                        raise KafkaError(f"consumer failed: {err}")
+                    log.warning("consumer error: %s", err)
+                continue
+            value = msg.value() or b""
+            t1 = time.perf_counter()
+            reply = serve(value, self.model)
+            serve_s += time.perf_counter() - t1
+            self._produce(s.kafka.topics.predictions, msg.key(), reply.value)
+            frames += 1
+            bytes_in += len(value)
+            bytes_out += len(reply.value)
+            records_in += reply.n_records
+            if reply.ok:
+                records_out += reply.n_records
+                outcomes["ok"] = outcomes.get("ok", 0) + 1
+            else:
+                outcomes["error"] = outcomes.get("error", 0) + 1
+                m.rejected.labels(reply.reason).inc(max(1, reply.n_records))
+                send_dead_letter(self._producer, s.kafka.topics.dlq, msg, reply.reason, reply.detail, SERVICE)
+            ts_type, ts = msg.timestamp()
+            if ts_type and ts > 0:
+                m.request_seconds.observe(max(0.0, (wall_ms - ts) / 1000.0))
+            self._pending[(msg.topic(), msg.partition())] = msg.offset() + 1
+        self._producer.poll(0)
+        self.records_served += records_in
+        m.frames_in.inc(frames)
+        m.records_in.inc(records_in)
+        m.bytes_in.inc(bytes_in)
+        m.frames_out.inc(frames)
+        m.records_out.inc(records_out)
+        m.bytes_out.inc(bytes_out)
+        for outcome, n in outcomes.items():
+            m.replies.labels(outcome).inc(n)
+        m.kernel_seconds.observe(serve_s)
+        m.batch_seconds.observe(time.perf_counter() - t0)
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, key=key, value=value)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def _on_delivery(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self._delivery_errors.append(str(err))
+
+    # -- offsets ---------------------------------------------------------------------------
+    def _commit(self, only: set[tuple[str, int]] | None = None) -> None:
+        """Flush every reply, then commit the offsets of the requests they answer."""
+        keys = [k for k in self._pending if only is None or k in only]
+        if not keys:
+            return
+        left = self._producer.flush(30)
+        if left or self._delivery_errors:
+            errs = self._delivery_errors[:3] or [f"{left} replies unflushed"]
+            raise KafkaError(f"replies not acknowledged, offsets left uncommitted: {'; '.join(errs)}")
+        offsets = [TopicPartition(t, p, self._pending.pop((t, p))) for t, p in keys]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+            self.metrics.commits.inc()
+        except KafkaException as exc:  # e.g. a rebalance in between: the requests are answered again
+            log.warning("offset commit failed, requests may be answered twice: %s", exc)
+
+    def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
+
+    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._commit(revoked)
+        for tp in partitions:
+            self._drop_lag(tp.partition)
+        log.info("revoked partitions %s", sorted(tp.partition for tp in partitions))
+
+    def _on_lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:  # someone else owns them now: committing would be wrong
+            self._pending.pop((tp.topic, tp.partition), None)
+            self._drop_lag(tp.partition)
+        log.warning("lost partitions %s", sorted(tp.partition for tp in partitions))
+
+    def _drop_lag(self, partition: int) -> None:
+        try:
+            self.metrics.lag.remove(str(partition))
+        except KeyError:
+            pass
+
+    def _measure_lag(self) -> None:
+        if self.model is not None:
+            self.metrics.model_age.set(time.time() - self.model.created_at)
+        try:
+            assigned = self._consumer.assignment()
+            for tp in self._consumer.position(assigned) if assigned else []:
+                _lo, hi = self._consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+                if tp.offset >= 0:
+                    self.metrics.lag.labels(str(tp.partition)).set(max(0, hi - tp.offset))
+        except KafkaException as exc:
+            log.debug("lag not measured: %s", exc)

@@ -1,0 +1,352 @@
+"""The model store shared by trainer and scorer: snapshots on a compacted topic, or in a directory.
+
+A snapshot travels as chunks (keys ``chunk/<version>/<i>``) followed by a manifest (key
+``manifest/<version>``, JSON with the byte length and SHA-256 of the whole encoded model). The
+models topic has one partition, so a watcher that meets a manifest has already met every chunk
+it names; a model is handed out only when all of them are present and the checksum matches,
+which is what "never a half model" rests on. Old versions are pruned by tombstones, manifest
+first, so that compaction never leaves a manifest whose chunks are gone without the watcher
+being able to tell (it would just find chunks missing and skip that version).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import struct
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, KafkaError as ConfluentKafkaError, KafkaException, TopicPartition
+
+from shared.clients import MODEL_TOPIC_CONFIG, ensure_topics, make_consumer, make_producer
+from shared.errors import HashbridgeError, KafkaError
+from shared.hashspec import MAX_BITS, Algorithm, SpecId
+from shared.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+MODEL_MAGIC = b"HBMD"
+MODEL_FORMAT = 1
+# magic, format, algorithm, bits, signed, spec version, key id, model version, records seen,
+# created_at, bias, weight count; then f32 weights; then the SHA-256 of everything before it.
+MODEL_HEADER = struct.Struct("<4sBBBBH8sQQddQ")
+DIGEST_SIZE = 32
+CHUNK_BYTES = 1024 * 1024
+_CHUNK_KEY = re.compile(rb"^chunk/(\d+)/(\d+)$")
+_MANIFEST_KEY = re.compile(rb"^manifest/(\d+)$")
+_MODEL_FILE = re.compile(r"^model-(\d+)\.hbm$")
+
+
+class ModelError(HashbridgeError):
+    """A model blob, manifest or directory entry that fails validation."""
+
+    reason = "bad_model"
+
+
+@dataclass(frozen=True, eq=False)
+class ModelSnapshot:
+    """One published model: effective weights (f32, one per hashed index) plus the bias."""
+
+    version: int
+    spec: SpecId
+    weights: np.ndarray
+    bias: float
+    records_seen: int
+    created_at: float
+
+    def __post_init__(self) -> None:
+        if self.weights.dtype != np.float32 or self.weights.shape != (1 << self.spec.bits,):
+            raise ValueError(f"weights must be float32[{1 << self.spec.bits}], got "
+                             f"{self.weights.dtype}{list(self.weights.shape)}")
+        if self.version < 1:
+            raise ValueError("model versions start at 1")
+
+
+def encode_model(snapshot: ModelSnapshot) -> bytes:
+    """A self-checking blob: header, weights, SHA-256 of both."""
+    s = snapshot.spec
+    head = MODEL_HEADER.pack(MODEL_MAGIC, MODEL_FORMAT, int(s.algorithm), s.bits, int(s.signed), s.version,
+                             s.key_id, snapshot.version, snapshot.records_seen, snapshot.created_at,
+                             float(snapshot.bias), snapshot.weights.shape[0])
+    body = head + np.ascontiguousarray(snapshot.weights, dtype="<f4").tobytes()
+    return body + hashlib.sha256(body).digest()
+
+
+def decode_model(buf: bytes | memoryview) -> ModelSnapshot:
+    """Validate and decode a blob from :func:`encode_model`; raises :class:`ModelError`."""
+    buf = memoryview(buf)
+    if len(buf) < MODEL_HEADER.size + DIGEST_SIZE:
+        raise ModelError(f"model blob of {len(buf)} bytes is shorter than its header", "model_truncated")
+    body, digest = buf[:-DIGEST_SIZE], bytes(buf[-DIGEST_SIZE:])
+    if hashlib.sha256(body).digest() != digest:
+        raise ModelError("model checksum mismatch", "model_checksum")
+    (magic, fmt, algorithm, bits, signed, spec_version, kid, version, seen, created, bias,
+     n) = MODEL_HEADER.unpack_from(body, 0)
+    if magic != MODEL_MAGIC or fmt != MODEL_FORMAT:
+        raise ModelError("not a hashbridge model (magic or format)", "model_magic")
+    if algorithm not in Algorithm._value2member_map_ or not 1 <= bits <= MAX_BITS or signed > 1:
+        raise ModelError("model has an unsupported spec", "model_spec")
+    if n != 1 << bits or len(body) != MODEL_HEADER.size + 4 * n:
+        raise ModelError(f"model of 2^{bits} weights has {len(body) - MODEL_HEADER.size} weight bytes",
+                         "model_length")
+    weights = np.frombuffer(body, dtype="<f4", count=n, offset=MODEL_HEADER.size).astype(np.float32)
+    if not (np.isfinite(weights).all() and np.isfinite(bias)):
+        raise ModelError("model weights must be finite", "model_not_finite")
+    try:
+        spec = SpecId(Algorithm(algorithm), bits, bool(signed), kid, spec_version)
+        return ModelSnapshot(version, spec, weights, bias, seen, created)
+    except ValueError as exc:
+        raise ModelError(str(exc), "model_spec") from exc
+
+
+def _manifest(snapshot: ModelSnapshot, blob: bytes, n_chunks: int) -> dict[str, Any]:
+    s = snapshot.spec
+    return {"version": snapshot.version, "algorithm": int(s.algorithm), "bits": s.bits, "signed": s.signed,
+            "spec_version": s.version, "key_id": s.key_id_hex, "n_chunks": n_chunks, "length": len(blob),
+            "sha256": hashlib.sha256(blob).hexdigest(), "bias": float(snapshot.bias),
+            "records_seen": snapshot.records_seen, "created_at": snapshot.created_at}
+
+
+class ModelPublisher:
+    """Publishes snapshots to the compacted models topic; keeps the newest ``keep`` versions."""
+
+    def __init__(self, settings: KafkaSettings, keep: int = 3, chunk_bytes: int = CHUNK_BYTES) -> None:
+        if keep < 1:
+            raise ValueError("keep must be >= 1")
+        self.topic, self.keep, self.chunk_bytes = settings.topics.models, keep, chunk_bytes
+        ensure_topics(settings, {self.topic: 1}, configs={self.topic: MODEL_TOPIC_CONFIG})
+        self._producer = make_producer(settings, **{"linger.ms": 20})
+        self._errors: list[str] = []
+        # versions already on the topic (from an earlier run): their chunk counts, for pruning
+        self._live: dict[int, int] = _scan_manifests(settings)
+        self.last_version = max(self._live, default=0)
+
+    def _on_delivery(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self._errors.append(str(err))
+
+    def _produce(self, key: bytes, value: bytes | None) -> None:
+        while True:
+            try:
+                self._producer.produce(self.topic, key=key, value=value, on_delivery=self._on_delivery)
+                return
+            except BufferError:
+                self._producer.poll(0.1)
+
+    def _flush(self, timeout: float = 60.0) -> None:
+        if self._producer.flush(timeout) or self._errors:
+            errs, self._errors = self._errors[:3] or ["flush timed out"], []
+            raise KafkaError(f"model publish not acknowledged: {'; '.join(errs)}")
+
+    def publish(self, snapshot: ModelSnapshot) -> None:
+        """Chunks, then the manifest; returns once the broker acknowledged both, then prunes."""
+        if snapshot.version <= self.last_version:
+            raise ValueError(f"model version {snapshot.version} <= last published {self.last_version}")
+        blob = encode_model(snapshot)
+        n_chunks = max(1, -(-len(blob) // self.chunk_bytes))
+        v = snapshot.version
+        for i in range(n_chunks):
+            self._produce(b"chunk/%d/%d" % (v, i), blob[i * self.chunk_bytes:(i + 1) * self.chunk_bytes])
+        self._produce(b"manifest/%d" % v, json.dumps(_manifest(snapshot, blob, n_chunks)).encode())
+        self._flush()
+        self.last_version = v
+        self._live[v] = n_chunks
+        log.info("published model version %d (%d bytes in %d chunks)", v, len(blob), n_chunks)
+        self._prune()
+
+    def _prune(self) -> None:
+        old = sorted(self._live)[:-self.keep]
+        for v in old:
+            self._produce(b"manifest/%d" % v, None)  # manifest first: a watcher then ignores the chunks
+            for i in range(self._live[v]):
+                self._produce(b"chunk/%d/%d" % (v, i), None)
+        if old:
+            self._flush()
+            for v in old:
+                del self._live[v]
+            log.info("pruned model versions %s", old)
+
+    def close(self) -> None:
+        self._producer.flush(30.0)
+
+
+def _parse_manifest(value: bytes) -> dict[str, Any]:
+    try:
+        m = json.loads(value)
+        for field in ("version", "n_chunks", "length", "sha256"):
+            if field not in m:
+                raise ModelError(f"manifest lacks {field}", "bad_manifest")
+        return m
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"manifest is not JSON: {exc}", "bad_manifest") from exc
+
+
+def _watermarks(consumer: Any, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+    """Watermarks, retried while a just-created topic has no leader yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=max(1.0, deadline - time.monotonic()))
+        except KafkaException as exc:
+            if time.monotonic() >= deadline:
+                raise KafkaError(f"cannot read the models topic's offsets: {exc}") from exc
+            time.sleep(0.2)  # leader election after topic creation; retried until the deadline
+
+
+def _scan_manifests(settings: KafkaSettings, timeout: float = 30.0) -> dict[int, int]:
+    """Live versions on the topic (manifest present, not tombstoned) -> chunk count."""
+    consumer = make_consumer(settings, f"hb-models-scan-{uuid.uuid4().hex}")
+    try:
+        lo, hi = _watermarks(consumer, TopicPartition(settings.topics.models, 0), timeout)
+        if hi <= lo:
+            return {}
+        consumer.assign([TopicPartition(settings.topics.models, 0, OFFSET_BEGINNING)])
+        live: dict[int, int] = {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for msg in consumer.consume(500, 0.5):
+                if msg.error():
+                    continue
+                m = _MANIFEST_KEY.match(msg.key() or b"")
+                if m:
+                    v = int(m.group(1))
+                    if msg.value() is None:
+                        live.pop(v, None)
+                    else:
+                        try:
+                            live[v] = int(_parse_manifest(msg.value())["n_chunks"])
+                        except ModelError:
+                            pass
+                if msg.offset() >= hi - 1:
+                    return live
+        raise KafkaError(f"could not read the models topic to its end within {timeout:.0f}s")
+    finally:
+        consumer.close()
+
+
+class ModelWatcher:
+    """Follows the models topic from its start and hands out newer, complete, verified models."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.topic = settings.topics.models
+        ensure_topics(settings, {self.topic: 1}, configs={self.topic: MODEL_TOPIC_CONFIG})
+        self._consumer = make_consumer(settings, f"hb-models-watch-{uuid.uuid4().hex}")
+        self._consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+        self._chunks: dict[int, dict[int, bytes]] = {}
+        self._latest: ModelSnapshot | None = None
+        self._returned = 0
+        self.rejected = 0
+
+    @property
+    def latest(self) -> ModelSnapshot | None:
+        return self._latest
+
+    def poll(self, timeout: float) -> ModelSnapshot | None:
+        """A model newer than the last one returned, or None once ``timeout`` passes without one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            found = self._latest is not None and self._latest.version > self._returned
+            msgs = self._consumer.consume(500, 0 if found else max(0.0, min(remaining, 0.5)))
+            for msg in msgs:
+                self._handle(msg)
+            found = self._latest is not None and self._latest.version > self._returned
+            if found and (not msgs or remaining <= 0):
+                self._returned = self._latest.version
+                return self._latest
+            if remaining <= 0 and not msgs:
+                return None
+
+    def _handle(self, msg: Any) -> None:
+        if msg.error():
+            if msg.error().code() != ConfluentKafkaError._PARTITION_EOF:
+                log.warning("models topic error: %s", msg.error())
+            return
+        key, value = msg.key() or b"", msg.value()
+        newest = self._latest.version if self._latest else 0
+        if m := _CHUNK_KEY.match(key):
+            v, i = int(m.group(1)), int(m.group(2))
+            if value is None:
+                self._chunks.get(v, {}).pop(i, None)
+            elif v > newest:
+                self._chunks.setdefault(v, {})[i] = value
+        elif m := _MANIFEST_KEY.match(key):
+            v = int(m.group(1))
+            if value is not None and v > newest:
+                self._assemble(v, value)
+        else:
+            log.warning("models topic: ignoring a record with an unknown key at offset %d", msg.offset())
+
+    def _assemble(self, version: int, manifest_value: bytes) -> None:
+        parts = self._chunks.get(version, {})
+        try:
+            m = _parse_manifest(manifest_value)
+            n = int(m["n_chunks"])
+            if int(m["version"]) != version:
+                raise ModelError("manifest version differs from its key", "bad_manifest")
+            if any(i not in parts for i in range(n)):
+                raise ModelError(f"model {version} misses {sum(i not in parts for i in range(n))} of {n} chunks",
+                                 "model_incomplete")
+            blob = b"".join(parts[i] for i in range(n))
+            if len(blob) != int(m["length"]) or hashlib.sha256(blob).hexdigest() != m["sha256"]:
+                raise ModelError(f"model {version} fails its manifest checksum", "model_checksum")
+            snapshot = decode_model(blob)
+            if snapshot.version != version:
+                raise ModelError("model blob version differs from its manifest", "bad_manifest")
+        except ModelError as exc:
+            self.rejected += 1
+            log.warning("skipping model version %d: %s (%s)", version, exc, exc.reason)
+            return
+        self._latest = snapshot
+        for v in [v for v in self._chunks if v <= version]:
+            del self._chunks[v]
+        log.info("assembled model version %d (%d records seen)", version, snapshot.records_seen)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def save_model_dir(snapshot: ModelSnapshot, directory: str | os.PathLike[str], keep: int = 3) -> Path:
+    """Write ``model-<version>.hbm`` atomically (temp file, fsync, rename); prune old ones."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"model-{snapshot.version:012d}.hbm"
+    fd, tmp = tempfile.mkstemp(prefix=".model-", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(encode_model(snapshot))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    for old in _model_files(d)[:-keep]:
+        old[1].unlink(missing_ok=True)
+    return path
+
+
+def _model_files(d: Path) -> list[tuple[int, Path]]:
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _MODEL_FILE.match(p.name))]
+    return sorted(found)
+
+
+def load_latest_model_dir(directory: str | os.PathLike[str]) -> ModelSnapshot | None:
+    """The newest model file that validates; corrupt ones are skipped with a warning."""
+    d = Path(directory)
+    if not d.is_dir():
+        return None
+    for version, path in reversed(_model_files(d)):
+        try:
+            return decode_model(path.read_bytes())
+        except (ModelError, OSError) as exc:
+            log.warning("skipping model file version %d: %s", version, exc)
+    return None

@@ -1,0 +1,95 @@
+"""Scorer kernel against plain numpy, and the reply for every kind of request."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from scorer.kernels import predict_csr
+from scorer.scoring import NO_MODEL, predict_numpy, serve
+from shared.frames import Kind, decode, encode_score
+from shared.hashspec import Algorithm, SpecId, key_id
+from shared.models import ModelSnapshot
+
+SPEC = SpecId(Algorithm.BLAKE2B_KEYED, 12, False, key_id(b"s" * 16))
+FOREIGN = SpecId(Algorithm.BLAKE2B_KEYED, 12, False, key_id(b"x" * 16))
+
+
+def model(version: int = 3, scale: float = 1.0) -> ModelSnapshot:
+    w = (scale * np.random.default_rng(version).normal(size=1 << SPEC.bits)).astype(np.float32)
+    return ModelSnapshot(version, SPEC, w, 0.3, 10, 0.0)
+
+
+def naive(weights: np.ndarray, bias: float, offsets: np.ndarray, indices: np.ndarray,
+          values: np.ndarray | None) -> np.ndarray:
+    out = []
+    for r in range(len(offsets) - 1):
+        sl = slice(offsets[r], offsets[r + 1])
+        contrib = weights[indices[sl]].astype(np.float64)
+        if values is not None:
+            contrib = contrib * values[sl]
+        out.append(1.0 / (1.0 + np.exp(-(bias + contrib.sum()))))
+    return np.array(out)
+
+
+def random_rows(rng: np.random.Generator, n: int, max_len: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    lengths = rng.integers(0, max_len, n)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.uint32)
+    return offsets, rng.integers(0, 1 << SPEC.bits, int(offsets[-1])).astype(np.uint32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 50), seed=st.integers(0, 2**32 - 1), with_values=st.booleans(),
+       scale=st.sampled_from([0.1, 1.0, 50.0]))
+def test_kernel_matches_naive(n: int, seed: int, with_values: bool, scale: float) -> None:
+    rng = np.random.default_rng(seed)
+    m = model(scale=scale)
+    offsets, indices = random_rows(rng, n)
+    values = rng.choice([-1.0, 1.0, 0.5], len(indices)).astype(np.float32) if with_values else None
+    out = np.empty(n)
+    predict_csr(m.weights, m.bias, offsets, indices,
+                values if values is not None else np.zeros(0, np.float32), out)
+    ref = naive(m.weights, m.bias, offsets, indices, values)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(predict_numpy(m, offsets, indices, values), ref, rtol=0, atol=1e-9)
+
+
+def test_serve_prediction() -> None:
+    rng = np.random.default_rng(1)
+    offsets, indices = random_rows(rng, 30)
+    ids = np.arange(100, 130, dtype=np.uint64)
+    reply = serve(encode_score(SPEC, ids, offsets, indices), model())
+    frame = decode(reply.value, expect=Kind.PREDICTION)
+    assert reply.ok and frame.model_version == 3 and frame.spec == SPEC
+    np.testing.assert_array_equal(frame.request_ids, ids)
+    np.testing.assert_allclose(frame.probabilities, naive(model().weights, 0.3, offsets, indices, None),
+                               atol=1e-9)
+
+
+def test_foreign_key_gets_error_reply() -> None:
+    offsets, indices = random_rows(np.random.default_rng(2), 4)
+    ids = np.arange(4, dtype=np.uint64)
+    reply = serve(encode_score(FOREIGN, ids, offsets, indices), model())
+    frame = decode(reply.value, expect=Kind.ERROR)
+    assert reply.reason == "spec_mismatch" == frame.reason
+    np.testing.assert_array_equal(frame.request_ids, ids)
+    assert frame.spec == FOREIGN  # the owner's client can match the reply to its own spec
+
+
+def test_no_model_gets_error_reply() -> None:
+    offsets, indices = random_rows(np.random.default_rng(3), 2)
+    reply = serve(encode_score(SPEC, np.arange(2, dtype=np.uint64), offsets, indices), None)
+    assert reply.reason == NO_MODEL and decode(reply.value).n_records == 2
+
+
+@pytest.mark.parametrize("garbage", [b"", b"nonsense", b"HBFR" + b"\0" * 60])
+def test_undecodable_gets_error_reply_with_no_ids(garbage: bytes) -> None:
+    reply = serve(garbage, model())
+    frame = decode(reply.value, expect=Kind.ERROR)
+    assert not reply.ok and frame.n_records == 0 and frame.reason == reply.reason
+
+
+def test_train_frame_on_score_topic_is_refused() -> None:
+    from shared.frames import encode_train
+    buf = encode_train(SPEC, np.array([1], np.uint8), np.array([0, 1], np.uint32), np.array([5], np.uint32))
+    assert serve(buf, model()).reason == "wrong_kind"

@@ -1,0 +1,150 @@
+"""Shared-memory life cycle, snapshots and the worker loop driven by a fake consumer."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.frames import encode_train
+from shared.hashspec import Algorithm, SpecId
+from shared.settings import KafkaSettings, Topics
+from trainer import kernels as K
+from trainer import shm as S
+from trainer.checkpoint import Checkpoint, load_latest, snapshot_files, write_checkpoint
+from trainer.model import Hyper, Optimizer
+from trainer.service import Worker, spec_from_control
+from trainer.settings import TrainerSettings
+
+SPEC = SpecId(Algorithm.MMH3_PUBLIC, 10, False, b"\x01" * 8)
+OTHER = SpecId(Algorithm.MMH3_PUBLIC, 10, False, b"\x02" * 8)
+
+
+def ours(name: str) -> bool:
+    return name.startswith(S.PREFIX) and name.split("_")[1] == str(os.getpid())
+
+
+def test_shared_state_unlinks_on_exit_and_on_error():
+    before = {p.name for p in S.SHM_DIR.iterdir()}
+    with S.SharedState(bits=10, workers=2, partitions=8) as a:
+        assert (S.SHM_DIR / a.handle.name).exists()
+        assert (a.offsets == -1).all() and a.state.shape == (1024, 2)
+        with S.Attached(a.handle) as b:
+            b.state[5, 0] = 1.5
+            b.offsets[3] = 42
+        assert a.state[5, 0] == 1.5 and a.offsets[3] == 42
+    with pytest.raises(RuntimeError):
+        with S.SharedState(bits=10, workers=1):
+            raise RuntimeError("boom")
+    assert {p.name for p in S.SHM_DIR.iterdir()} == before
+
+
+def test_sweep_removes_blocks_of_dead_owners():
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    path = S.SHM_DIR / f"{S.PREFIX}{dead}_abcd1234"
+    path.write_bytes(b"x")
+    assert path.name in S.sweep_stale()
+    assert not path.exists()
+
+
+def test_checkpoint_round_trip_and_pruning(tmp_path: Path):
+    for v in range(1, 6):
+        ck = Checkpoint(v, "t.train", {0: 10 * v, 3: 7}, np.full((16, 2), v, np.float32),
+                        np.array([0.5, 1.0]), np.arange(K.STATS_LEN, dtype=float),
+                        Hyper(Optimizer.FTRL, lr=0.2, l1=0.1), SPEC)
+        write_checkpoint(tmp_path, ck, keep=3)
+    assert [v for v, _ in snapshot_files(tmp_path)] == [3, 4, 5]
+    got = load_latest(tmp_path)
+    assert got.version == 5 and got.offsets == {0: 50, 3: 7} and got.spec == SPEC
+    assert got.hyper == Hyper(Optimizer.FTRL, lr=0.2, l1=0.1) and got.bits == 4
+    np.testing.assert_array_equal(got.state, np.full((16, 2), 5, np.float32))
+    assert not list(tmp_path.glob(".*tmp"))
+    assert load_latest(tmp_path / "none") is None
+
+
+class FakeMsg:
+    def __init__(self, value, partition, offset, topic="t.train"):
+        self._v, self._p, self._o, self._t = value, partition, offset, topic
+
+    def value(self): return self._v
+    def key(self): return None
+    def partition(self): return self._p
+    def offset(self): return self._o
+    def topic(self): return self._t
+    def error(self): return None
+
+
+class FakeConsumer:
+    def __init__(self, batches):
+        self.batches, self.stored = list(batches), []
+
+    def consume(self, n, timeout):
+        return self.batches.pop(0) if self.batches else []
+
+    def store_offsets(self, offsets):
+        self.stored += offsets
+
+    def get_watermark_offsets(self, tp, cached=False):
+        return (0, 100)
+
+    def close(self):
+        pass
+
+
+class FakeProducer:
+    def __init__(self):
+        self.sent = []
+
+    def produce(self, topic, value=None, key=None, headers=None):
+        self.sent.append((topic, dict(headers)))
+
+    def flush(self, timeout=None):
+        return 0
+
+
+def frame(spec, n, rng):
+    offsets = np.arange(0, 3 * n + 1, 3, dtype=np.uint32)
+    return encode_train(spec, rng.integers(0, 2, n).astype(np.uint8), offsets,
+                        rng.integers(0, 1024, 3 * n).astype(np.uint32))
+
+
+def test_worker_learns_records_offsets_and_dead_letters():
+    rng = np.random.default_rng(1)
+    settings = TrainerSettings(kafka=KafkaSettings(topics=Topics("t.")), bits=10, workers=1)
+    batches = [[FakeMsg(frame(SPEC, 50, rng), 0, 0), FakeMsg(frame(SPEC, 30, rng), 1, 0)],
+               [FakeMsg(b"garbage", 0, 1), FakeMsg(frame(OTHER, 20, rng), 1, 1),
+                FakeMsg(frame(SPEC, 20, rng), 0, 2)]]
+    with S.SharedState(bits=10, workers=1, partitions=4) as a:
+        dlq = FakeProducer()
+        w = Worker(settings, a, 0, FakeConsumer(batches), dlq)
+        assert w.run(max_records=100) == 100
+        assert a.records() == 100
+        assert spec_from_control(a.control, 10) == SPEC  # adopted from the first valid frame
+        assert list(a.offsets) == [3, 2, -1, -1]
+        assert [h[S_REASON] for _, h in dlq.sent] == [b"truncated", b"spec_mismatch"]
+        assert all(t == "t.dlq" for t, _ in dlq.sent)
+        c = a.counters[0]
+        assert c[S.W_REJECT + S.REJECT_REASONS.index("spec_mismatch")] == 1
+        assert c[S.W_RECORDS] == 100 and c[S.W_FRAMES] == 3
+        assert a.bias[0] != 0.0 and a.state[:, 0].any()
+        del w
+
+
+S_REASON = "hb.reason"
+
+
+def test_worker_pauses_at_batch_boundary_and_acks():
+    settings = TrainerSettings(kafka=KafkaSettings(topics=Topics("t.")), bits=10, workers=1)
+    with S.SharedState(bits=10, workers=1, partitions=4) as a:
+        a.control[S.C_EPOCH] = 7
+        a.control[S.C_PAUSE] = 1
+        w = Worker(settings, a, 0, FakeConsumer([]), FakeProducer())
+        w._stop = False
+        a.control[S.C_STOP] = 1  # stop while paused: the wait must end
+        w._pause_if_asked()
+        assert a.control[S.C_ACK] == 7
+        del w

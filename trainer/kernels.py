@@ -1,0 +1,203 @@
+"""Numba kernels: one call learns one decoded frame (CSR rows) into the shared model arrays.
+
+Only plain arrays and scalars cross this boundary. Every kernel has the same signature::
+
+    kernel(state, bias, labels, offsets, indices, values, rweights, hp, stats)
+
+* ``state``   float32[2**bits, 2]: one row per coordinate, the weight beside its optimizer
+  accumulator (AdaGrad ``[w, g2]``, FTRL ``[z, n]``, SGD ``[w, unused]``) so one cache line
+  serves both reads. Shared by all workers and written WITHOUT LOCKS (Hogwild, Niu et al. 2011):
+  two workers may read-modify-write one coordinate at once and lose an update; with sparse hashed
+  features collisions are rare and SGD tolerates them. With one worker the result is exact.
+* ``bias``    float64[2]: the dedicated bias ``[b, acc]``. It is held in locals for the frame and
+  merged back as a delta at the end, so workers do not bounce one cache line every record
+  (a race between two such merges loses one frame's bias delta; accepted, documented).
+* ``values``  float32[nnz] or empty: per-index signs of signed hashing (or opt-in raw numbers);
+  empty means all ones. ``rweights`` float32[n] or empty: per-record weights; empty means ones.
+* ``hp``      float64[HP_LEN] hyper-parameters (see ``HP_*``); ``stats`` float64[STATS_LEN], the
+  calling worker's own progressive-validation row (no other writer).
+
+Every record is predicted before it is learned (progressive validation): its margin, logloss and
+histogram bin go to ``stats`` first. Rows are learned strictly in order; a repeated index in one
+row is applied once per occurrence, in order, each seeing the previous occurrence's update.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+CACHE = True
+FASTMATH = False  # exact IEEE semantics: a killed-and-restarted run must match bit for bit
+
+# hyper-parameter slots
+HP_LR, HP_L2, HP_L1, HP_BETA, HP_DECAY, HP_T, HP_EPS = range(7)
+HP_LEN = 8
+
+# progressive-validation row: scalars, then a margin histogram of positives and of negatives
+S_N, S_W, S_LOSS, S_P, S_Y = range(5)
+N_BINS = 1024
+MARGIN_RANGE = 16.0  # histogram covers margins in [-16, 16); outside goes to the end bins
+HIST_POS = 8
+HIST_NEG = HIST_POS + N_BINS
+STATS_LEN = HIST_NEG + N_BINS
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _observe(stats, m, y, rw):
+    """Score one record before learning it; returns p."""
+    if m >= 0.0:
+        e = math.exp(-m)
+        p = 1.0 / (1.0 + e)
+        loss = math.log1p(e) + (1.0 - y) * m
+    else:
+        e = math.exp(m)
+        p = e / (1.0 + e)
+        loss = math.log1p(e) - y * m
+    stats[S_N] += 1.0
+    stats[S_W] += rw
+    stats[S_LOSS] += rw * loss
+    stats[S_P] += rw * p
+    stats[S_Y] += rw * y
+    b = int(math.floor((m + MARGIN_RANGE) * (N_BINS / (2.0 * MARGIN_RANGE))))
+    if b < 0:
+        b = 0
+    elif b >= N_BINS:
+        b = N_BINS - 1
+    if y > 0.5:
+        stats[HIST_POS + b] += rw
+    else:
+        stats[HIST_NEG + b] += rw
+    return p
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _margin(w, bias, offsets, indices, values, i):
+    m = bias
+    has_v = values.shape[0] > 0
+    for k in range(offsets[i], offsets[i + 1]):
+        x = float(values[k]) if has_v else 1.0
+        m += float(w[indices[k], 0]) * x
+    return m
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=True)
+def adagrad_frame(state, bias, labels, offsets, indices, values, rweights, hp, stats):
+    """AdaGrad: per-coordinate rate ``lr / sqrt(sum g^2)``; L2 on the coordinates a row touches."""
+    lr, l2 = hp[HP_LR], hp[HP_L2]
+    has_v, has_w = values.shape[0] > 0, rweights.shape[0] > 0
+    b0, a0 = bias[0], bias[1]
+    b, a = b0, a0
+    for i in range(labels.shape[0]):
+        y = float(labels[i])
+        rw = float(rweights[i]) if has_w else 1.0
+        p = _observe(stats, _margin(state, b, offsets, indices, values, i), y, rw)
+        g = (p - y) * rw
+        if g == 0.0:
+            continue
+        for k in range(offsets[i], offsets[i + 1]):
+            j = indices[k]
+            x = float(values[k]) if has_v else 1.0
+            w = float(state[j, 0])
+            gi = g * x + l2 * w
+            acc = float(state[j, 1]) + gi * gi
+            state[j, 1] = acc
+            if acc > 0.0:
+                state[j, 0] = w - lr * gi / math.sqrt(acc)
+        a += g * g
+        b -= lr * g / math.sqrt(a)
+    bias[0] += b - b0
+    bias[1] += a - a0
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=True)
+def sgd_frame(state, bias, labels, offsets, indices, values, rweights, hp, stats):
+    """Plain SGD, rate ``lr / (1 + decay * t)`` with ``t`` = records learned before this one."""
+    lr0, l2, decay, t0 = hp[HP_LR], hp[HP_L2], hp[HP_DECAY], hp[HP_T]
+    has_v, has_w = values.shape[0] > 0, rweights.shape[0] > 0
+    b0 = bias[0]
+    b = b0
+    for i in range(labels.shape[0]):
+        y = float(labels[i])
+        rw = float(rweights[i]) if has_w else 1.0
+        p = _observe(stats, _margin(state, b, offsets, indices, values, i), y, rw)
+        g = (p - y) * rw
+        lr = lr0 / (1.0 + decay * (t0 + i))
+        if g == 0.0:
+            continue
+        for k in range(offsets[i], offsets[i + 1]):
+            j = indices[k]
+            x = float(values[k]) if has_v else 1.0
+            w = float(state[j, 0])
+            state[j, 0] = w - lr * (g * x + l2 * w)
+        b -= lr * g
+    bias[0] += b - b0
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _ftrl_w(z, n, alpha, beta, l1, l2):
+    if abs(z) <= l1:
+        return 0.0
+    s = 1.0 if z > 0.0 else -1.0
+    return -(z - s * l1) / ((beta + math.sqrt(n)) / alpha + l2)
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=True)
+def ftrl_frame(state, bias, labels, offsets, indices, values, rweights, hp, stats):
+    """FTRL-Proximal (McMahan et al. 2013): ``state[j] = [z, n]``, w materialised on the fly.
+
+    ``hp[HP_LR]`` is alpha. The bias follows the same rule without L1/L2.
+    """
+    alpha, beta, l1, l2 = hp[HP_LR], hp[HP_BETA], hp[HP_L1], hp[HP_L2]
+    has_v, has_w = values.shape[0] > 0, rweights.shape[0] > 0
+    z0, n0 = bias[0], bias[1]
+    bz, bn = z0, n0
+    for i in range(labels.shape[0]):
+        y = float(labels[i])
+        rw = float(rweights[i]) if has_w else 1.0
+        m = _ftrl_w(bz, bn, alpha, beta, 0.0, 0.0)
+        for k in range(offsets[i], offsets[i + 1]):
+            j = indices[k]
+            x = float(values[k]) if has_v else 1.0
+            m += _ftrl_w(float(state[j, 0]), float(state[j, 1]), alpha, beta, l1, l2) * x
+        p = _observe(stats, m, y, rw)
+        g = (p - y) * rw
+        if g == 0.0:
+            continue
+        for k in range(offsets[i], offsets[i + 1]):
+            j = indices[k]
+            x = float(values[k]) if has_v else 1.0
+            z, n = float(state[j, 0]), float(state[j, 1])
+            w = _ftrl_w(z, n, alpha, beta, l1, l2)
+            gi = g * x
+            sigma = (math.sqrt(n + gi * gi) - math.sqrt(n)) / alpha
+            state[j, 0] = z + gi - sigma * w
+            state[j, 1] = n + gi * gi
+        bw = _ftrl_w(bz, bn, alpha, beta, 0.0, 0.0)
+        sigma = (math.sqrt(bn + g * g) - math.sqrt(bn)) / alpha
+        bz += g - sigma * bw
+        bn += g * g
+    bias[0] += bz - z0
+    bias[1] += bn - n0
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=True)
+def ftrl_weights(state, alpha, beta, l1, l2, out):
+    """Materialise FTRL weights from ``[z, n]`` into ``out`` (float32[2**bits])."""
+    for j in range(state.shape[0]):
+        out[j] = _ftrl_w(float(state[j, 0]), float(state[j, 1]), alpha, beta, l1, l2)
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=True)
+def predict_margins(w, bias, offsets, indices, values, out):
+    """Margins of CSR rows under plain weights ``w`` (float32[2**bits]); for tests and tools."""
+    has_v = values.shape[0] > 0
+    for i in range(out.shape[0]):
+        m = bias
+        for k in range(offsets[i], offsets[i + 1]):
+            m += float(w[indices[k]]) * (float(values[k]) if has_v else 1.0)
+        out[i] = m
+
+
+EMPTY_F32 = np.zeros(0, np.float32)

@@ -1,0 +1,78 @@
+"""Python API around the trainer for demos, tests and benchmarks.
+
+``start_trainer`` runs ``python -m trainer`` as a subprocess (its own process group, so a test
+can SIGKILL it like an operator would); ``load_latest`` (re-exported) reads its newest snapshot;
+``produce_synthetic`` fills a topic with random training frames from a known true model.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from shared.clients import make_producer
+from shared.frames import encode_train
+from shared.hashspec import SpecId
+from shared.settings import KafkaSettings
+from trainer.checkpoint import load_latest  # noqa: F401 - re-exported for callers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_trainer(args: Sequence[str], env: dict[str, str] | None = None, log_path: Path | None = None,
+                  python: str = sys.executable) -> subprocess.Popen:
+    """Start ``python -m trainer ARGS``; stdout/stderr go to ``log_path`` (or are inherited)."""
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
+    out = open(log_path, "ab") if log_path else None
+    try:
+        return subprocess.Popen([python, "-m", "trainer", *args], env=full_env, cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT if out else None,
+                                start_new_session=True)
+    finally:
+        if out:
+            out.close()
+
+
+def synthetic_frames(spec: SpecId, n_records: int, per_frame: int = 5000, features: int = 20,
+                     seed: int = 0, signed: bool = False) -> Iterator[bytes]:
+    """Random rows over ``2**bits`` indices; labels drawn from a fixed random true model."""
+    rng = np.random.default_rng(seed)
+    size = 1 << spec.bits
+    truth = np.random.default_rng(12345).normal(0, 0.5, size).astype(np.float32)
+    done = 0
+    while done < n_records:
+        n = min(per_frame, n_records - done)
+        idx = rng.integers(0, size, n * features, dtype=np.uint32)
+        vals = rng.choice(np.array([-1.0, 1.0], np.float32), n * features) if signed else None
+        contrib = truth[idx] * (vals if vals is not None else 1.0)
+        margin = contrib.reshape(n, features).sum(axis=1)
+        labels = (rng.random(n) < 1.0 / (1.0 + np.exp(-margin))).astype(np.uint8)
+        offsets = np.arange(0, n * features + 1, features, dtype=np.uint32)
+        yield encode_train(spec, labels, offsets, idx, values=vals)
+        done += n
+
+
+def produce_synthetic(settings: KafkaSettings, topic: str, spec: SpecId, n_records: int,
+                      per_frame: int = 5000, features: int = 20, seed: int = 0,
+                      partitions: int | None = None) -> int:
+    """Produce frames round-robin over ``partitions`` (or by the default partitioner); returns frames."""
+    producer = make_producer(settings, **{"linger.ms": 20})
+    count = 0
+    for i, frame in enumerate(synthetic_frames(spec, n_records, per_frame, features, seed)):
+        kw = {"partition": i % partitions} if partitions else {}
+        while True:
+            try:
+                producer.produce(topic, value=frame, **kw)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+        count += 1
+    if producer.flush(60):
+        raise RuntimeError("produce did not complete")
+    return count

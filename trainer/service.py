@@ -1,0 +1,244 @@
+"""The worker loop: consume a batch of frames, learn each into the shared arrays, record offsets.
+
+Exactly-once protocol (the worker's half; docs/trainer.md has the whole):
+
+1. Right after the kernel call for a message, the worker writes ``offset + 1`` into the shared
+   per-partition ``offsets`` array. The shared model and the shared offsets therefore agree at
+   every message boundary, except inside the few instructions between the two writes.
+2. On assignment (``on_assign``, which runs inside ``consume``, i.e. at a batch boundary) each
+   partition starts at the shared offset, or at the beginning when there is none. So a
+   partition handed over by a rebalance resumes exactly where the shared model stands.
+3. At the top of every loop turn (a batch boundary) a worker that sees the pause word set
+   acknowledges the pause epoch and waits; the supervisor snapshots while all are paused.
+4. A worker killed mid-batch may leave model and offsets disagreeing; the supervisor then stops
+   all workers, reloads the last snapshot into shared memory and starts fresh workers, so the
+   torn state is discarded. Offsets committed to Kafka are for lag monitoring only.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, KafkaError as ConfluentKafkaError, TopicPartition
+
+from shared.deadletter import send_dead_letter
+from shared.errors import FrameError
+from shared.frames import Kind, decode, require_spec
+from shared.hashspec import Algorithm, SpecId
+from trainer import kernels as K
+from trainer import shm as S
+from trainer.settings import TrainerSettings
+
+log = logging.getLogger(__name__)
+SERVICE = "trainer"
+_LAT = np.array(S.LAT_BUCKETS)
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this worker when the supervisor dies, so no orphan learns."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def spec_from_control(control: np.ndarray, bits: int) -> SpecId | None:
+    if not control[S.C_SPEC_SET]:
+        return None
+    kid = int(control[S.C_SPEC_KEY]).to_bytes(8, "little", signed=True)
+    return SpecId(Algorithm(int(control[S.C_SPEC_ALG])), bits, bool(control[S.C_SPEC_SIGNED]), kid)
+
+
+def spec_to_control(control: np.ndarray, spec: SpecId) -> None:
+    control[S.C_SPEC_ALG] = int(spec.algorithm)
+    control[S.C_SPEC_SIGNED] = int(spec.signed)
+    control[S.C_SPEC_KEY] = int.from_bytes(spec.key_id, "little", signed=True)
+    control[S.C_SPEC_SET] = 1
+
+
+class Worker:
+    """One consumer-group member learning into shared arrays; ``run`` returns when stopped."""
+
+    def __init__(self, settings: TrainerSettings, arrays: S.SharedArrays, index: int,
+                 consumer: Any, dlq_producer: Any, parent_pid: int | None = None) -> None:
+        self.s, self.a, self.index = settings, arrays, index
+        self.consumer, self.dlq = consumer, dlq_producer
+        self.topic = settings.kafka.topics.train
+        self.hp = settings.hyper.array()
+        self.kernel = settings.hyper.kernel
+        self.stats = arrays.stats[index]
+        self.counters = arrays.counters[index]
+        self.spec = spec_from_control(arrays.control, settings.bits)
+        self.parent_pid = parent_pid
+        self.assigned: set[int] = set()
+        self._stop = False
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def _stopping(self) -> bool:
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            return True
+        return self._stop or bool(self.a.control[S.C_STOP])
+
+    # --- rebalance callbacks: they run inside consume(), i.e. at a batch boundary ---
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            off = int(self.a.offsets[tp.partition])
+            tp.offset = off if off >= 0 else OFFSET_BEGINNING
+            self.assigned.add(tp.partition)
+        log.info("worker %d assigned partitions %s", self.index, sorted(tp.partition for tp in partitions))
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.assigned.discard(tp.partition)
+        log.info("worker %d revoked partitions %s", self.index, sorted(tp.partition for tp in partitions))
+
+    def subscribe(self) -> None:
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_revoke)
+
+    def _pause_if_asked(self) -> None:
+        c = self.a.control
+        if not c[S.C_PAUSE]:
+            return
+        epoch = int(c[S.C_EPOCH])
+        c[S.C_ACK + self.index] = epoch
+        while c[S.C_PAUSE] and int(c[S.C_EPOCH]) == epoch and not self._stopping():
+            time.sleep(0.001)
+
+    def run(self, max_records: int | None = None, timeout: float | None = None) -> int:
+        """Learn until stopped (or ``max_records`` learned, or ``timeout`` s); returns records."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        learned = 0
+        while not self._stopping():
+            self._pause_if_asked()
+            if self._stopping():
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            if max_records is not None and learned >= max_records:
+                break
+            msgs = self.consumer.consume(self.s.batch_messages, self.s.poll_timeout)
+            if msgs:
+                learned += self.process(msgs)
+        return learned
+
+    def process(self, msgs: list[Any]) -> int:
+        """One batch: learn every frame, recording each partition's next offset right after."""
+        t0 = time.perf_counter()
+        learned, kernel_s, dead, nbytes = 0, 0.0, False, 0
+        stored: dict[int, int] = {}
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() != ConfluentKafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", err)
+                continue
+            value = m.value() or b""
+            nbytes += len(value)
+            try:
+                frame = decode(value, expect=Kind.TRAIN)
+                self._check_spec(frame)
+            except FrameError as exc:
+                self._reject(m, exc)
+                dead = True
+            else:
+                k0 = time.perf_counter()
+                if self.hp[K.HP_DECAY]:
+                    self.hp[K.HP_T] = self.a.records()
+                self.kernel(self.a.state, self.a.bias, frame.labels, frame.offsets, frame.indices,
+                            K.EMPTY_F32 if frame.values is None else frame.values,
+                            K.EMPTY_F32 if frame.weights is None else frame.weights, self.hp, self.stats)
+                kernel_s += time.perf_counter() - k0
+                learned += frame.n_records
+                self.counters[S.W_FRAMES] += 1
+                self._observe_latency(0, time.perf_counter() - k0)
+            self.a.offsets[m.partition()] = m.offset() + 1  # the batch boundary of this message
+            stored[m.partition()] = m.offset() + 1
+        if dead:
+            self.dlq.flush(10.0)
+        if stored:
+            self._store(stored)
+        c = self.counters
+        c[S.W_RECORDS] += learned
+        c[S.W_BYTES] += nbytes
+        c[S.W_BATCHES] += 1
+        c[S.W_KERNEL_S] += kernel_s
+        dt = time.perf_counter() - t0
+        c[S.W_BATCH_S] += dt
+        self._observe_latency(1, dt)
+        return learned
+
+    def _observe_latency(self, which: int, seconds: float) -> None:
+        base = S.W_LAT + which * (len(S.LAT_BUCKETS) + 1)
+        self.counters[base + int(np.searchsorted(_LAT, seconds))] += 1
+
+    def _store(self, stored: dict[int, int]) -> None:
+        tps = [TopicPartition(self.topic, p, o) for p, o in stored.items()]
+        try:
+            self.consumer.store_offsets(offsets=tps)
+        except Exception as exc:  # noqa: BLE001 - revoked meanwhile: monitoring only, ignore
+            log.debug("store_offsets failed: %s", exc)
+        for p in stored:
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=True)
+                self.a.highwater[p] = high
+            except Exception:  # noqa: BLE001 - lag is best effort
+                pass
+
+    def _check_spec(self, frame: Any) -> None:
+        if self.spec is None:
+            self.spec = spec_from_control(self.a.control, self.s.bits)
+        if self.spec is None and frame.spec.bits == self.s.bits:
+            # adopt (a near-simultaneous adoption by two workers is a documented, benign race:
+            # both frames came from the same topic; the first valid one wins in practice)
+            spec_to_control(self.a.control, frame.spec)
+            self.spec = frame.spec
+            log.info("adopted spec from first valid frame: key id %s", frame.spec.key_id_hex)
+        require_spec(frame, self.spec if self.spec is not None else
+                     SpecId(frame.spec.algorithm, self.s.bits, frame.spec.signed, frame.spec.key_id))
+
+    def _reject(self, msg: Any, exc: FrameError) -> None:
+        reason = exc.reason if exc.reason in S.REJECT_REASONS else "other"
+        self.counters[S.W_REJECT + S.REJECT_REASONS.index(reason)] += 1
+        log.warning("rejected frame at %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), reason)
+        send_dead_letter(self.dlq, self.s.kafka.topics.dlq, msg, reason, str(exc), SERVICE)
+
+    def close(self) -> None:
+        """Leave the group (revoke runs), flush dead letters."""
+        try:
+            self.consumer.close()
+        finally:
+            self.dlq.flush(10.0)
+
+
+def worker_main(settings: TrainerSettings, handle: S.ShmHandle, index: int, parent_pid: int) -> None:
+    """Process entry point (spawned): attach, consume until the stop word or a signal, leave."""
+    die_with_parent()
+    if os.getppid() != parent_pid:
+        return
+    from shared.clients import make_producer
+    from shared.logs import setup_logging
+    from confluent_kafka import Consumer
+
+    setup_logging()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; Ctrl-C reaches it too
+    with S.Attached(handle) as arrays:
+        consumer = Consumer(settings.consumer_config())
+        worker = Worker(settings, arrays, index, consumer, make_producer(settings.kafka),
+                        parent_pid=parent_pid)
+        signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+        worker.subscribe()
+        try:
+            worker.run()
+        finally:
+            worker.close()
+            del worker

@@ -1,0 +1,110 @@
+"""The trainer's one frozen settings object, from flags with environment fallbacks."""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from shared.clients import consumer_config
+from shared.errors import ConfigError
+from shared.hashspec import Algorithm, SpecId
+from shared.settings import KafkaSettings
+from trainer.model import Hyper, Optimizer
+
+
+@dataclass(frozen=True, slots=True)
+class TrainerSettings:
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    hyper: Hyper = field(default_factory=Hyper)
+    bits: int = 22
+    spec: SpecId | None = None  # None: adopt from the first valid frame (bits must match)
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    group: str = "hb-trainer"
+    checkpoint_dir: Path = Path("checkpoints")
+    checkpoint_records: int = 5_000_000
+    checkpoint_seconds: float = 60.0
+    keep_snapshots: int = 3
+    publish: bool = True
+    until_caught_up: bool = False
+    batch_messages: int = 64  # frames per consume() call
+    poll_timeout: float = 0.2
+    report_seconds: float = 10.0
+    metrics_port: int = 0  # 0: no HTTP server
+    max_partitions: int = 256
+    session_timeout_ms: int = 10000  # how long a SIGKILLed member holds its partitions
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ConfigError("--workers must be >= 1")
+        if self.spec is not None and self.spec.bits != self.bits:
+            raise ConfigError("spec bits differ from --bits")
+        if self.checkpoint_records < 1 or self.checkpoint_seconds <= 0:
+            raise ConfigError("checkpoint interval must be positive")
+
+    def consumer_config(self) -> dict[str, Any]:
+        """Committed offsets are for lag monitoring only: auto-commit what the worker stored."""
+        return consumer_config(self.kafka, self.group, **{
+            "enable.auto.commit": True, "auto.commit.interval.ms": 2000,
+            "partition.assignment.strategy": "range",
+            "session.timeout.ms": self.session_timeout_ms,
+            "heartbeat.interval.ms": max(500, self.session_timeout_ms // 6),
+        })
+
+    @classmethod
+    def from_args(cls, argv: list[str], env: Mapping[str, str] | None = None) -> "TrainerSettings":
+        env = os.environ if env is None else env
+        a = parser().parse_args(argv)
+        hyper = Hyper(Optimizer(a.optimizer), a.lr, a.l2, a.l1, a.beta, a.decay)
+        spec = None
+        if a.key_id:
+            try:
+                kid = bytes.fromhex(a.key_id)
+                spec = SpecId(Algorithm[a.algorithm.upper()], a.bits, a.signed, kid)
+            except (ValueError, KeyError) as exc:
+                raise ConfigError(f"bad spec flags: {exc}") from exc
+        return cls(
+            kafka=KafkaSettings.from_env(a.bootstrap, a.topic_prefix, env),
+            hyper=hyper, bits=a.bits, spec=spec, workers=a.workers,
+            group=a.group or env.get("HASHBRIDGE_TRAINER_GROUP", "hb-trainer"),
+            checkpoint_dir=Path(a.checkpoint_dir or env.get("HASHBRIDGE_CHECKPOINT_DIR", "checkpoints")),
+            checkpoint_records=a.checkpoint_records, checkpoint_seconds=a.checkpoint_seconds,
+            keep_snapshots=a.keep, publish=not a.no_publish, until_caught_up=a.until_caught_up,
+            batch_messages=a.batch_messages, report_seconds=a.report_seconds,
+            metrics_port=a.metrics_port if a.metrics_port is not None
+            else int(env.get("HASHBRIDGE_TRAINER_METRICS_PORT", "0")),
+            session_timeout_ms=a.session_timeout_ms,
+        )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hashbridge train", description=(
+        "Supervisor plus Hogwild workers learning logistic regression from the train topic."))
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (env HASHBRIDGE_BOOTSTRAP)")
+    p.add_argument("--topic-prefix", help="topic name prefix (env HASHBRIDGE_TOPIC_PREFIX, default hb.)")
+    p.add_argument("--group", help="consumer group (env HASHBRIDGE_TRAINER_GROUP, default hb-trainer)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: cores)")
+    p.add_argument("--bits", type=int, default=22, help="log2 of the weight count (default 22)")
+    p.add_argument("--key-id", help="expected key id (hex); omitted: adopt from the first valid frame")
+    p.add_argument("--algorithm", default="blake2b_keyed", choices=[a.name.lower() for a in Algorithm])
+    p.add_argument("--signed", action="store_true", help="frames use signed hashing")
+    p.add_argument("--optimizer", default="adagrad", choices=[o.value for o in Optimizer])
+    p.add_argument("--lr", type=float, default=0.1, help="learning rate (alpha for FTRL)")
+    p.add_argument("--l2", type=float, default=0.0)
+    p.add_argument("--l1", type=float, default=0.0, help="FTRL only")
+    p.add_argument("--beta", type=float, default=1.0, help="FTRL only")
+    p.add_argument("--decay", type=float, default=1e-6, help="SGD only: lr/(1+decay*t)")
+    p.add_argument("--checkpoint-dir", help="snapshot directory (env HASHBRIDGE_CHECKPOINT_DIR)")
+    p.add_argument("--checkpoint-records", type=int, default=5_000_000)
+    p.add_argument("--checkpoint-seconds", type=float, default=60.0)
+    p.add_argument("--keep", type=int, default=3, help="snapshots kept on disk")
+    p.add_argument("--no-publish", action="store_true", help="do not publish models to the models topic")
+    p.add_argument("--until-caught-up", action="store_true",
+                   help="stop (final checkpoint) once every partition reached its end offset at start")
+    p.add_argument("--batch-messages", type=int, default=64, help="frames per consume call")
+    p.add_argument("--report-seconds", type=float, default=10.0)
+    p.add_argument("--metrics-port", type=int, help="Prometheus port (env HASHBRIDGE_TRAINER_METRICS_PORT)")
+    p.add_argument("--session-timeout-ms", type=int, default=10000,
+                   help="consumer session timeout: how soon a killed worker's partitions move")
+    return p

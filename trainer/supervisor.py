@@ -1,0 +1,271 @@
+"""The supervisor: owns the shared block, runs the workers, checkpoints, publishes, recovers.
+
+Exactly-once protocol (the supervisor's half; docs/trainer.md has the whole):
+
+* Start: load the newest snapshot into shared memory (weights, optimizer state, bias, merged
+  progressive stats, record count, every partition's next offset, the adopted spec), then start
+  the workers, which seek each assigned partition to the shared offset.
+* Checkpoint (every K records or T seconds): raise the pause word with a new epoch; each worker
+  acknowledges at its next batch boundary and waits; copy all arrays; lower the word; write the
+  copy atomically; publish the model. The copy is consistent because no worker is mid-batch.
+* A worker that exits non-zero (killed, crashed) may have updated weights without recording its
+  offsets: stop every worker, reload the last snapshot into shared memory, start fresh workers.
+  A worker that exits cleanly (SIGTERM) left a consistent state and is merely replaced.
+* Stop (SIGTERM, --until-caught-up, max_records): stop the workers (each finishes its batch and
+  leaves the group), take a final checkpoint, unlink the shared memory.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import time
+from contextlib import ExitStack
+from typing import Any, Callable
+
+import numpy as np
+from confluent_kafka import Consumer, TopicPartition
+
+from shared.errors import ConfigError
+from shared.clients import ensure_topics
+from trainer import shm as S
+from trainer.checkpoint import Checkpoint, load_latest, write_checkpoint
+from trainer.metrics import TrainerMetrics
+from trainer.model import effective_weights
+from trainer.progressive import merge, summarize
+from trainer.service import spec_from_control, spec_to_control, worker_main
+from trainer.settings import TrainerSettings
+
+log = logging.getLogger(__name__)
+_TICK = 0.02
+
+
+class Supervisor:
+    def __init__(self, settings: TrainerSettings, metrics: TrainerMetrics | None = None,
+                 publisher_factory: Callable[[], Any] | None = None) -> None:
+        self.s = settings
+        self.metrics = metrics or TrainerMetrics()
+        self._publisher_factory = publisher_factory
+        self._stop = False
+        self._ctx = mp.get_context("spawn")
+        self.procs: list[Any] = []
+        self.arrays: S.SharedArrays | None = None
+        self.last: Checkpoint | None = None
+        self.version = 0
+        self.restarts = 0
+        self._publisher: Any = None
+        self._prev_stats: np.ndarray | None = None
+
+    def stop(self) -> None:
+        self._stop = True
+
+    # --- state in and out of shared memory ---
+    def _restore(self, ckpt: Checkpoint | None) -> None:
+        a = self.arrays
+        assert a is not None
+        a.control[S.C_SPEC_SET] = 0
+        a.stats[:] = 0.0
+        a.offsets[:] = -1
+        if ckpt is None:
+            a.state[:] = 0.0
+            a.bias[:] = 0.0
+        else:
+            a.state[:] = ckpt.state
+            a.bias[:] = ckpt.bias
+            a.stats[0] = ckpt.stats
+            for p, off in ckpt.offsets.items():
+                a.offsets[p] = off
+        spec = ckpt.spec if ckpt is not None and ckpt.spec is not None else self.s.spec
+        if spec is not None:
+            spec_to_control(a.control, spec)
+        self._prev_stats = merge(a.stats)
+
+    def _check_compatible(self, ckpt: Checkpoint) -> None:
+        if ckpt.bits != self.s.bits:
+            raise ConfigError(f"snapshot has {ckpt.bits} bits, --bits is {self.s.bits}")
+        if ckpt.hyper.optimizer is not self.s.hyper.optimizer:
+            raise ConfigError(f"snapshot was learned with {ckpt.hyper.optimizer.value}, "
+                              f"not {self.s.hyper.optimizer.value}")
+        if ckpt.spec is not None and self.s.spec is not None and ckpt.spec != self.s.spec:
+            raise ConfigError("snapshot spec differs from the spec given by flags")
+
+    def _capture(self) -> Checkpoint:
+        a = self.arrays
+        assert a is not None
+        offsets = {p: int(o) for p, o in enumerate(a.offsets) if o >= 0}
+        return Checkpoint(self.version + 1, self.s.kafka.topics.train, offsets, a.state.copy(),
+                          a.bias.copy(), merge(a.stats), self.s.hyper,
+                          spec_from_control(a.control, self.s.bits), time.time())
+
+    # --- workers ---
+    def _start_worker(self, index: int) -> Any:
+        assert self.arrays is not None
+        p = self._ctx.Process(target=worker_main, name=f"trainer-worker-{index}",
+                              args=(self.s, self.arrays.handle, index, os.getpid()), daemon=True)
+        p.start()
+        return p
+
+    def _stop_workers(self, timeout: float = 60.0) -> None:
+        a = self.arrays
+        assert a is not None
+        a.control[S.C_STOP] = 1
+        a.control[S.C_PAUSE] = 0
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            p.join(max(0.1, deadline - time.monotonic()))
+            if p.is_alive():
+                log.warning("worker %s did not stop in time; killing it", p.name)
+                p.kill()
+                p.join()
+        self.procs = []
+        a.control[S.C_STOP] = 0
+
+    def _recover(self, cause: str) -> None:
+        """A worker died dirty: discard shared state back to the last snapshot, restart all."""
+        log.warning("worker died (%s): restoring snapshot version %d and restarting workers",
+                    cause, self.last.version if self.last else 0)
+        self._stop_workers()
+        self._restore(self.last)
+        self.restarts += 1
+        self.metrics.restarts.labels(cause).inc()
+        self.procs = [self._start_worker(i) for i in range(self.s.workers)]
+
+    def _check_workers(self) -> None:
+        for i, p in enumerate(self.procs):
+            if p.is_alive():
+                continue
+            if p.exitcode == 0:  # clean exit: state is consistent, just replace it
+                log.warning("worker %d exited cleanly; replacing it", i)
+                self.metrics.restarts.labels("clean_exit").inc()
+                self.procs[i] = self._start_worker(i)
+            else:
+                self._recover(f"exit code {p.exitcode}")
+                return
+
+    # --- checkpoints ---
+    def _pause(self) -> bool:
+        """Pause every worker at a batch boundary; False if one died meanwhile."""
+        c = self.arrays.control  # type: ignore[union-attr]
+        epoch = int(c[S.C_EPOCH]) + 1
+        c[S.C_EPOCH] = epoch
+        c[S.C_PAUSE] = 1
+        while True:
+            if any(not p.is_alive() for p in self.procs):
+                c[S.C_PAUSE] = 0
+                return False
+            if all(int(c[S.C_ACK + i]) == epoch for i in range(len(self.procs))):
+                return True
+            time.sleep(0.0005)
+
+    def checkpoint(self, live: bool = True) -> Checkpoint | None:
+        t0 = time.perf_counter()
+        if live and not self._pause():
+            return None
+        ckpt = self._capture()
+        if live:
+            self.arrays.control[S.C_PAUSE] = 0  # type: ignore[union-attr]
+        last = self.last
+        if last is not None and (ckpt.records, ckpt.offsets, ckpt.spec) == (last.records, last.offsets, last.spec):
+            return last  # nothing learned since: no new version
+        if self._publisher is not None:
+            ckpt = _with_version(ckpt, max(ckpt.version, self._publisher.last_version + 1))
+        write_checkpoint(self.s.checkpoint_dir, ckpt, self.s.keep_snapshots)
+        self.version, self.last = ckpt.version, ckpt
+        dt = time.perf_counter() - t0
+        self.metrics.checkpointed(ckpt.version, dt, ckpt.records)
+        log.info("checkpoint version %d: %d records, %d partitions, %.3f s",
+                 ckpt.version, ckpt.records, len(ckpt.offsets), dt)
+        self._publish(ckpt)
+        return ckpt
+
+    def _publish(self, ckpt: Checkpoint) -> None:
+        if self._publisher is None or ckpt.spec is None:
+            return
+        from shared.models import ModelSnapshot
+
+        w, b = effective_weights(ckpt.hyper, ckpt.state, ckpt.bias)
+        self._publisher.publish(ModelSnapshot(ckpt.version, ckpt.spec, w, b, ckpt.records, ckpt.created_at))
+
+    def report(self) -> None:
+        cur = merge(self.arrays.stats)  # type: ignore[union-attr]
+        prev = self._prev_stats if self._prev_stats is not None else np.zeros_like(cur)
+        overall = summarize(cur)
+        recent = summarize(cur - prev) if cur[0] >= prev[0] else overall
+        self._prev_stats = cur
+        self.metrics.progress("overall", overall)
+        self.metrics.progress("recent", recent)
+        log.info("progressive overall: %s | recent: %s", overall.line(), recent.line())
+
+    # --- end offsets for --until-caught-up ---
+    def _end_offsets(self) -> dict[int, tuple[int, int]]:
+        c = Consumer({**self.s.kafka.base_config(), "group.id": f"{self.s.group}.probe"})
+        try:
+            topic = self.s.kafka.topics.train
+            md = c.list_topics(topic, timeout=30)
+            parts = sorted(md.topics[topic].partitions)
+            return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=30) for p in parts}
+        finally:
+            c.close()
+
+    def caught_up(self, ends: dict[int, tuple[int, int]]) -> bool:
+        a = self.arrays
+        assert a is not None
+        return all(high <= low or int(a.offsets[p]) >= high for p, (low, high) in ends.items())
+
+    # --- the loop ---
+    def run(self, max_records: int | None = None, timeout: float | None = None) -> Checkpoint | None:
+        """Train until stopped, caught up, ``max_records`` learned or ``timeout``; final snapshot."""
+        s = self.s
+        ensure_topics(s.kafka, {s.kafka.topics.train: 4, s.kafka.topics.dlq: 1})
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with ExitStack() as stack:
+            self.arrays = stack.enter_context(S.SharedState(s.bits, s.workers, s.max_partitions))
+            stack.callback(setattr, self, "arrays", None)
+            ckpt = load_latest(s.checkpoint_dir)
+            if ckpt is not None:
+                self._check_compatible(ckpt)
+                self.version = ckpt.version
+                log.info("resuming from snapshot version %d (%d records)", ckpt.version, ckpt.records)
+            self.last = ckpt
+            self._restore(ckpt)
+            collector = self.metrics.attach(self.arrays, s.kafka.topics.train)
+            stack.callback(self.metrics.registry.unregister, collector)
+            self.metrics.serve(s.metrics_port)
+            if s.publish:
+                if self._publisher_factory is not None:
+                    self._publisher = self._publisher_factory()
+                else:
+                    from shared.models import ModelPublisher
+                    self._publisher = ModelPublisher(s.kafka)
+                stack.callback(self._publisher.close)
+            ends = self._end_offsets() if s.until_caught_up else None
+            self.procs = [self._start_worker(i) for i in range(s.workers)]
+            stack.callback(lambda: self.procs and self._stop_workers())
+            last_ckpt_t = last_report_t = time.monotonic()
+            last_ckpt_n = self.arrays.records()
+            while not self._stop:
+                time.sleep(_TICK)
+                self._check_workers()
+                n = self.arrays.records()
+                if ends is not None and self.caught_up(ends):
+                    log.info("caught up with the end offsets at start")
+                    break
+                if max_records is not None and n >= max_records:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+                now = time.monotonic()
+                if n - last_ckpt_n >= s.checkpoint_records or now - last_ckpt_t >= s.checkpoint_seconds:
+                    if self.checkpoint() is not None:
+                        last_ckpt_n, last_ckpt_t = n, now
+                if now - last_report_t >= s.report_seconds:
+                    self.report()
+                    last_report_t = now
+            self._stop_workers()
+            self.report()
+            return self.checkpoint(live=False) or self.last
+
+
+def _with_version(ckpt: Checkpoint, version: int) -> Checkpoint:
+    return Checkpoint(version, ckpt.topic, ckpt.offsets, ckpt.state, ckpt.bias, ckpt.stats,
+                      ckpt.hyper, ckpt.spec, ckpt.created_at)
