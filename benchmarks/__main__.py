@@ -18,34 +18,38 @@ import time  # noqa: E402
 
 # part -> (module, time limit in seconds for full / quick runs); others write producer/trainer/scorer
 PARTS: dict[str, tuple[str, float, float]] = {
-    "headtohead": ("benchmarks.headtohead", 600, 240),
-    "accuracy": ("benchmarks.accuracy", 420, 180),
-    "producer": ("benchmarks.producer", 240, 120),
-    "trainer": ("benchmarks.trainer", 300, 150),
-    "scorer": ("benchmarks.scorer", 240, 120),
+    "headtohead": ("benchmarks.headtohead", 480, 240),
+    "accuracy": ("benchmarks.accuracy", 300, 180),
+    "producer": ("benchmarks.producer", 180, 120),
+    "trainer": ("benchmarks.trainer", 240, 150),
+    "scorer": ("benchmarks.scorer", 180, 120),
 }
+BUDGET_SECONDS = 19 * 60  # the whole ``make bench`` must finish in 20 minutes on 2 cores
 
 
-def _run_part(name: str, quick: bool) -> dict:
-    """Import the part lazily in a child and call ``run(quick)``; never raises."""
-    module, full_limit, quick_limit = PARTS[name]
+def _run_part(name: str, quick: bool, limit: float) -> dict:
+    """Import the part lazily in a child and call ``run(quick)``; never raises.
+
+    The child's stdout streams through (progress); stderr is kept for the failure reason.
+    """
+    module = PARTS[name][0]
     code = (f"import importlib, sys\n"
             f"try:\n    m = importlib.import_module({module!r})\n"
-            f"except Exception as e:\n    print('not available: %s: %s' % (type(e).__name__, e)); sys.exit(3)\n"
+            f"except Exception as e:\n"
+            f"    print('not available: %s: %s' % (type(e).__name__, e), file=sys.stderr); sys.exit(3)\n"
             f"m.run(quick={quick!r})\n")
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-c", code], timeout=quick_limit if quick else full_limit,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.run([sys.executable, "-c", code], timeout=limit, stderr=subprocess.PIPE, text=True)
     except subprocess.TimeoutExpired:
-        return {"status": "failed: timed out", "seconds": time.perf_counter() - t0}
+        return {"status": f"failed: timed out after {limit:.0f} s", "seconds": time.perf_counter() - t0}
     seconds = time.perf_counter() - t0
-    tail = proc.stdout.strip().splitlines()
-    for line in tail[-40:]:
-        print(f"  [{name}] {line}")
+    tail = proc.stderr.strip().splitlines()
     if proc.returncode == 3 and tail and tail[-1].startswith("not available"):
         return {"status": tail[-1], "seconds": seconds}
     if proc.returncode != 0:
+        for line in tail[-15:]:
+            print(f"  [{name}] {line}", flush=True)
         return {"status": f"failed: exit {proc.returncode}: {tail[-1] if tail else ''}", "seconds": seconds}
     return {"status": "ok", "seconds": seconds}
 
@@ -68,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     status = json.loads(harness_path.read_text())["figures"].get("parts", {}) if harness_path.exists() else {}
     t0 = time.perf_counter()
     for name in parts:
-        print(f"== {name}{' (quick)' if args.quick else ''}", flush=True)
-        status[name] = {**_run_part(name, args.quick), "quick": args.quick}
+        left = BUDGET_SECONDS - (time.perf_counter() - t0)
+        limit = min(PARTS[name][2 if args.quick else 1], max(left, 30.0))
+        print(f"== {name}{' (quick)' if args.quick else ''}, limit {limit:.0f} s", flush=True)
+        status[name] = {**_run_part(name, args.quick, limit), "quick": args.quick}
         print(f"== {name}: {status[name]['status']} in {status[name]['seconds']:.0f} s", flush=True)
     if parts:
         write_result("harness", {"parts": status, "last_run_seconds": time.perf_counter() - t0},

@@ -231,7 +231,7 @@ def measure(cfg: dict) -> dict:
     return out
 
 
-def run_child(cfg: dict, timeout: float = 600.0) -> dict:
+def run_child(cfg: dict, timeout: float = 300.0) -> dict:
     """Measure in a fresh interpreter; a failure comes back as ``{"error": ...}``, not an exception."""
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):

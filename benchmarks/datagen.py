@@ -10,6 +10,7 @@ text files (CSV with header, VW text) are written by pyarrow and cached under ``
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,8 @@ WEIGHT_SD = 0.3  # per-value weight spread; gives a best AUC near 0.8, like clic
 BIAS = -1.2  # about a quarter of the labels positive
 TEST_FRACTION = 0.1
 GEN_VERSION = 1  # bump when the generator changes, so stale cache files are not reused
-ADULT_DIR = Path("/work/shared/data/adult")
+# the UCI files live beside the repository (../shared/data/adult), not in it
+ADULT_DIR = Path(os.environ.get("HASHBRIDGE_ADULT_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "adult"))
 ADULT_COLUMNS = ("age", "workclass", "fnlwgt", "education", "education-num", "marital-status",
                  "occupation", "relationship", "race", "sex", "capital-gain", "capital-loss",
                  "hours-per-week", "native-country")

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -37,9 +38,11 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # frames carry thousands of records
 RUNTIME_FILES = Path(__file__).with_name("kafka")
 POM = RUNTIME_FILES / "pom.xml"
 LOG4J_CONFIG = RUNTIME_FILES / "log4j2.properties"
+# C1 only: a test/demo broker starts in about half the CPU time and leaves the cores to the
+# trainer; HASHBRIDGE_KAFKA_JVM_OPTS is appended, so "-XX:TieredStopAtLevel=4" brings C2 back.
 JVM_OPTS = (
-    "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError",
-    "-Djava.awt.headless=true",
+    "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:TieredStopAtLevel=1",
+    "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
 )
 STATE_FILE = "state.json"
 TAIL_LINES = 20
@@ -101,7 +104,8 @@ def _java() -> str:
 def java_command(libs: Path, log_file: Path, main_class: str, *args: str) -> list[str]:
     """The JVM command for one Kafka main class, logging through our log4j2 file."""
     classpath = os.pathsep.join([str(libs / "*"), str(LOG4J_CONFIG.parent)])
-    return [_java(), *JVM_OPTS, f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+    extra = shlex.split(os.environ.get("HASHBRIDGE_KAFKA_JVM_OPTS", ""))
+    return [_java(), *JVM_OPTS, *extra, f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
             f"-Dhashbridge.kafka.log={log_file}", "-cp", classpath, main_class, *args]
 
 

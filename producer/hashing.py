@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Mapping
 
 import numpy as np
@@ -23,7 +24,7 @@ from shared.hashspec import FeatureHasher, feature_bytes
 from producer.schema import BIN_PREFIX, CROSS_FIELD_JOIN, CROSS_VALUE_JOIN, Schema
 
 CACHE_LIMIT = 1 << 20  # digests kept per field; the cache is emptied when it grows past this
-_BAD, _ABSENT = "bad", None
+_MISS, _CODE_ABSENT, _CODE_BAD = -3, -1, -2  # fast-path entry codes besides indices >= 0
 
 
 def as_text(value: Any) -> str | None:
@@ -185,6 +186,7 @@ class Hasher:
         self._imask = (1 << schema.bits) - 1
         self._label_col = schema.label.column if schema.label is not None else ""
         self._record_fields = [(name, rule, {}) for name, rule in self.rules.items()]
+        self._entry_cache: dict[str, dict[str, int]] = {}
 
     # ---- record at a time -------------------------------------------------------------------
     def _resolve(self, name: str, rule: ColumnRule, value: Any) -> tuple[int, float, str | None, str | None]:
@@ -277,6 +279,35 @@ class Hasher:
         outcomes = [rule.outcome(e) for e in entries] if rule is not None else entries
         return codes, outcomes
 
+    def _fast_entries(self, name: str, arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Codes and per-entry (index, present, bad) through a per-field cache keyed by the raw
+        dictionary string, so a value seen in an earlier batch costs one dict lookup."""
+        if not pa.types.is_dictionary(arr.type):
+            arr = pc.dictionary_encode(arr)
+        entries = arr.dictionary.to_pylist()
+        cache = self._entry_cache.setdefault(name, {})
+        if len(cache) + len(entries) > self.cache.limit:
+            cache.clear()
+        resolved = np.fromiter(map(cache.get, entries, repeat(_MISS)), dtype=np.int64, count=len(entries))
+        rule = self.rules[name]
+        for i in np.flatnonzero(resolved == _MISS).tolist():
+            out = rule.outcome(entries[i])
+            if out.error is not None:
+                code = _CODE_BAD
+            elif out.text is None:
+                code = _CODE_ABSENT
+            else:
+                code = int(self.cache.digest(name, out.text) & self._imask)
+            resolved[i] = cache[entries[i]] = code
+        null = rule.outcome(None)
+        null_code = _CODE_ABSENT if null.text is None else int(self.cache.digest(name, null.text) & self._imask)
+        resolved = np.append(resolved, null_code)
+        idx = arr.indices
+        if idx.null_count:
+            idx = pc.fill_null(idx, len(entries))
+        codes = idx.to_numpy(zero_copy_only=False)
+        return codes, np.maximum(resolved, 0).astype(np.uint32), resolved >= 0, resolved == _CODE_BAD
+
     def _entry_arrays(self, field: str, outcomes: list[Outcome]
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per dictionary entry: index, value (sign applied), present, bad."""
@@ -317,13 +348,20 @@ class Hasher:
                 bad |= lbad
             labels = lab.astype(np.uint8)
         kept_texts: dict[str, tuple[np.ndarray, list[Outcome]]] = {}
+        crossed = {f for pair in self.schema.crosses for f in pair}
         for j, name in enumerate(self.rules):
             if name not in names:
                 raise RecordError(f"input has no column {name}", "missing_column")
-            codes, outcomes = self._entries(name, batch.column(names.index(name)))
-            e_idx, e_val, e_present, e_bad = self._entry_arrays(name, outcomes)
+            column = batch.column(names.index(name))
+            if not self.needs_values and name not in crossed:
+                codes, e_idx, e_present, e_bad = self._fast_entries(name, column)
+                e_val = None
+            else:
+                codes, outcomes = self._entries(name, column)
+                e_idx, e_val, e_present, e_bad = self._entry_arrays(name, outcomes)
+                kept_texts[name] = (codes, outcomes)
             idx[:, j] = e_idx[codes]
-            if val is not None:
+            if val is not None and e_val is not None:
                 val[:, j] = e_val[codes]
             if not e_present.all():
                 present[:, j] = e_present[codes]
@@ -331,7 +369,6 @@ class Hasher:
                 rbad = e_bad[codes]
                 reasons.append((rbad, name, "bad_number"))
                 bad |= rbad
-            kept_texts[name] = (codes, outcomes)
         for c, ((a, b), field) in enumerate(zip(self.schema.crosses, self.cross_fields)):
             j = len(self.rules) + c
             ca, oa = kept_texts[a]

@@ -69,13 +69,16 @@ class RelayService(ProducerService):
         """Relay until ``stop()``, ``timeout``, ``max_records`` or ``idle_exit`` seconds without input."""
         r = self.report
         t0 = last_input = time.monotonic()
-        self.consumer.subscribe([self.source_topic])
+        assigned: list[float] = []  # idle time counts from the first assignment (a rebalance after a
+        # crash waits for the dead member's session to expire)
+        self.consumer.subscribe([self.source_topic],
+                                on_assign=lambda _c, parts: assigned.append(time.monotonic()) if parts else None)
         try:
             while not self._stop:
                 now = time.monotonic()
                 if timeout is not None and now - t0 > timeout:
                     break
-                if idle_exit is not None and now - last_input > idle_exit:
+                if idle_exit is not None and assigned and now - max(assigned[0], last_input) > idle_exit:
                     break
                 if max_records is not None and r.records_read >= max_records:
                     break
@@ -88,13 +91,15 @@ class RelayService(ProducerService):
                         good.append(m)
                 if not good:
                     continue
+                if not assigned:
+                    assigned.append(time.monotonic())
                 last_input = time.monotonic()
                 records, offsets = self._decode(good)
                 r.records_read += len(good)
                 enc = self.hasher.records(records)
+                self._publish(enc)
                 for pos, column, reason in enc.bad:
                     self._note_bad(offsets[pos], f"column {column}" if column else "", reason)
-                self._publish(enc)
                 failed_before = self.publisher.stats.frames_failed
                 if self.publisher.flush(30.0) or self.publisher.stats.frames_failed != failed_before:
                     raise KafkaError("destination did not acknowledge every frame; source offsets not committed")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from shared.clients import ensure_pipeline_topics, make_consumer
 from shared.errors import ConfigError, FrameError, HashbridgeError, KafkaError
@@ -83,8 +83,16 @@ class ScoreSession:
         if meta is None or meta.error is not None:
             raise KafkaError(f"topic {topic} does not exist")
         parts = []
+        deadline = time.monotonic() + 30.0
         for p in sorted(meta.partitions):
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            while True:  # a topic created a moment ago may not have its leaders yet
+                try:
+                    _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                    break
+                except KafkaException as exc:
+                    if time.monotonic() > deadline:
+                        raise KafkaError(f"cannot read the end of {topic}[{p}]: {exc}") from None
+                    time.sleep(0.2)
             parts.append(TopicPartition(topic, p, high if high >= 0 else OFFSET_END))
         self.consumer.assign(parts)
 

@@ -82,14 +82,15 @@ class ProducerService:
         if self.settings.strict:
             raise RecordError(f"line {line}: {reason}" + (f" ({column})" if column else ""), reason)
 
-    def _drain_rejects(self) -> None:
+    def _new_rejects(self) -> list[tuple[int, str, str]]:
+        """Rows the reader refused since last asked: (line, detail, reason)."""
         rows = self.source.rejects.rows
-        while self._rejects_seen < len(rows):
-            line, reason, detail = rows[self._rejects_seen]
-            self._rejects_seen += 1
-            self._note_bad(line, detail, reason)
+        out = [(line, detail, reason) for line, reason, detail in rows[self._rejects_seen:]]
+        self._rejects_seen = len(rows)
+        return out
 
-    def _encode(self, chunk: Chunk) -> EncodedBatch:
+    def _encode(self, chunk: Chunk) -> tuple[EncodedBatch, list[tuple[int, str, str]]]:
+        """Encode a chunk; returns it with its bad rows (line, column or detail, reason) in line order."""
         t0 = time.perf_counter()
         if chunk.batch is not None:
             enc = self.hasher.batch(chunk.batch)
@@ -98,16 +99,32 @@ class ProducerService:
         dt = time.perf_counter() - t0
         if dt > 0:
             self.metrics.hash_rate.set(chunk.num_rows / dt)
+        bad = self._new_rejects()
         for pos, column, reason in enc.bad:
-            line = (chunk.record_lines[pos] if chunk.record_lines is not None
-                    else self.source.line_of(chunk.first_row + pos))
-            self._note_bad(line, f"column {column}" if column else "", reason)
-        return enc
+            bad.append((self._line(chunk, pos), f"column {column}" if column else "", reason))
+        bad.sort()
+        return enc, bad
 
-    def _publish(self, enc: EncodedBatch) -> None:
+    def _line(self, chunk: Chunk, pos: int) -> int:
+        if chunk.record_lines is not None:
+            return chunk.record_lines[pos]
+        return self.source.line_of(chunk.first_row + pos)
+
+    def _accept(self, chunk: Chunk, enc: EncodedBatch, bad: list[tuple[int, str, str]]) -> None:
+        """Publish the chunk and note its bad rows; under ``strict`` only the rows before the first."""
+        limit = enc.n
+        if bad and self.settings.strict:
+            first = bad[0][0]
+            limit = sum(1 for p in enc.kept.tolist() if self._line(chunk, p) < first)
+        self._publish(enc, limit)
+        for line, column, reason in bad:
+            self._note_bad(line, column, reason)
+
+    def _publish(self, enc: EncodedBatch, limit: int | None = None) -> None:
         step, spec = self.settings.frame_records, self.hasher.spec
-        for start in range(0, enc.n, step):
-            stop = min(start + step, enc.n)
+        n = enc.n if limit is None else limit
+        for start in range(0, n, step):
+            stop = min(start + step, n)
             offsets, indices, values = enc.rows(start, stop)
             payload = encode_train(spec, enc.labels[start:stop], offsets, indices, values=values)
             self.publisher.send(payload, stop - start)
@@ -118,7 +135,6 @@ class ProducerService:
         t0 = time.monotonic()
         try:
             for chunk in self.source:
-                self._drain_rejects()
                 if max_records is not None and r.records_read + chunk.num_rows > max_records:
                     keep = max(0, max_records - r.records_read)
                     if chunk.batch is not None:
@@ -126,7 +142,7 @@ class ProducerService:
                     else:
                         chunk.records = (chunk.records or [])[:keep]
                 r.records_read += chunk.num_rows
-                self._publish(self._encode(chunk))
+                self._accept(chunk, *self._encode(chunk))
                 if self.progress is not None:
                     self.progress(chunk, r)
                 if self._stop or (max_records is not None and r.records_read >= max_records):
@@ -134,7 +150,8 @@ class ProducerService:
                     break
                 if timeout is not None and time.monotonic() - t0 > timeout:
                     break
-            self._drain_rejects()
+            for line, detail, reason in self._new_rejects():
+                self._note_bad(line, detail, reason)
         finally:
             remaining = self.publisher.flush()
             if remaining:

@@ -19,6 +19,7 @@ from shared.models import ModelSnapshot
 NULL_SPEC = SpecId(Algorithm.BLAKE2B_KEYED, 1, False, b"\0" * 8)
 _EMPTY_IDS = np.zeros(0, np.uint64)
 _EMPTY_F32 = np.zeros(0, np.float32)
+_EMPTY_F32.flags.writeable = False  # same array type as frame views: one compiled kernel variant
 NO_MODEL = "no_model"
 
 
@@ -87,4 +88,4 @@ def warm_up() -> None:
             for a in (offs, idx, vals):
                 a.flags.writeable = False
         predict_csr(w, 0.0, offs, idx, vals, np.empty(1))
-        predict_csr(w, 0.0, offs, idx, _EMPTY_F32 if not ro else np.frombuffer(b"", np.float32), np.empty(1))
+        predict_csr(w, 0.0, offs, idx, _EMPTY_F32, np.empty(1))

@@ -89,7 +89,8 @@ class ScorerService:
         start = time.monotonic()
         end = start + timeout if timeout is not None else float("inf")
         served_at_start = self.records_served
-        next_model = next_commit = next_lag = start
+        next_model = next_commit = start
+        next_lag = start + s.lag_interval
         self._stop = False
         try:
             while not self._stop:
@@ -242,7 +243,8 @@ class ScorerService:
         try:
             assigned = self._consumer.assignment()
             for tp in self._consumer.position(assigned) if assigned else []:
-                _lo, hi = self._consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+                # cached: the high watermark of the last fetch response, no broker round trip
+                _lo, hi = self._consumer.get_watermark_offsets(tp, cached=True)
                 if tp.offset >= 0:
                     self.metrics.lag.labels(str(tp.partition)).set(max(0, hi - tp.offset))
         except KafkaException as exc:

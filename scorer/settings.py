@@ -12,7 +12,7 @@ Mode = Literal["latency", "throughput"]
 # Per mode: (messages per consume call, consume wait s, reply producer linger ms, commit interval s)
 MODE_DEFAULTS: dict[str, tuple[int, float, float, float]] = {
     "latency": (64, 0.002, 0.0, 0.5),
-    "throughput": (1000, 0.1, 20.0, 2.0),
+    "throughput": (100, 0.05, 20.0, 2.0),
 }
 
 

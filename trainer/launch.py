@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from shared.settings import KafkaSettings
 from trainer.checkpoint import load_latest  # noqa: F401 - re-exported for callers
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 def start_trainer(args: Sequence[str], env: dict[str, str] | None = None, log_path: Path | None = None,
@@ -76,3 +78,40 @@ def produce_synthetic(settings: KafkaSettings, topic: str, spec: SpecId, n_recor
     if producer.flush(60):
         raise RuntimeError("produce did not complete")
     return count
+
+
+def wait_for(cond: Callable[[], T], timeout: float, what: str, every: float = 0.05) -> T:
+    """Poll ``cond`` until it returns a truthy value, or raise TimeoutError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+def snapshot_records(directory: Path) -> int:
+    """Records in the newest snapshot; -1 when there is none (or it was pruned while reading)."""
+    try:
+        snap = load_latest(directory)
+    except (OSError, ValueError, KeyError):
+        return -1
+    return -1 if snap is None else snap.records
+
+
+def worker_pids(supervisor_pid: int) -> list[int]:
+    """The supervisor's worker processes (Linux /proc), excluding multiprocessing helpers."""
+    try:
+        raw = Path(f"/proc/{supervisor_pid}/task/{supervisor_pid}/children").read_text()
+    except OSError:
+        return []
+    out = []
+    for pid in map(int, raw.split()):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmd and b"resource_tracker" not in cmd:
+            out.append(pid)
+    return out

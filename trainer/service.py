@@ -220,6 +220,20 @@ class Worker:
             self.dlq.flush(10.0)
 
 
+def warm_up(kernel: Any, hp: np.ndarray) -> None:
+    """Load (or compile) the kernel for frame-view argument types before joining the group, so
+    the first batch does not stall heartbeats; runs on scratch arrays, never the shared ones."""
+    from shared.frames import encode_train
+
+    spec = SpecId(Algorithm.MMH3_PUBLIC, 4, False, b"\0" * 8)
+    off, idx = np.array([0, 2], np.uint32), np.array([1, 3], np.uint32)
+    for vals in (None, np.ones(2, np.float32)):
+        f = decode(encode_train(spec, np.ones(1, np.uint8), off, idx, values=vals))
+        kernel(np.zeros((16, 2), np.float32), np.zeros(2), f.labels, f.offsets, f.indices,
+               K.EMPTY_F32 if f.values is None else f.values, K.EMPTY_F32, hp.copy(),
+               np.zeros(K.STATS_LEN))
+
+
 def worker_main(settings: TrainerSettings, handle: S.ShmHandle, index: int, parent_pid: int) -> None:
     """Process entry point (spawned): attach, consume until the stop word or a signal, leave."""
     die_with_parent()
@@ -231,6 +245,7 @@ def worker_main(settings: TrainerSettings, handle: S.ShmHandle, index: int, pare
 
     setup_logging()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; Ctrl-C reaches it too
+    warm_up(settings.hyper.kernel, settings.hyper.array())
     with S.Attached(handle) as arrays:
         consumer = Consumer(settings.consumer_config())
         worker = Worker(settings, arrays, index, consumer, make_producer(settings.kafka),

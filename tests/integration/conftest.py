@@ -22,6 +22,7 @@ from hashbridge.localkafka import KafkaLease, free_port, resolve_bootstrap, star
 
 INTEGRATION_DIR = Path(__file__).resolve().parent
 TOPIC_TIMEOUT = 30.0
+CLUSTER3_TIMEOUT = 120.0  # three JVMs on two cores
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -120,7 +121,8 @@ def unique_group(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def _cluster3_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = start_cluster(3, port=free_port(), data_dir=tmp_path_factory.mktemp("kafka3"))
+    cluster = start_cluster(3, port=free_port(), data_dir=tmp_path_factory.mktemp("kafka3"),
+                            timeout=CLUSTER3_TIMEOUT)
     yield cluster
     cluster.stop()
 
@@ -134,7 +136,7 @@ def kafka_cluster3(_cluster3_session: Cluster) -> Cluster:
     previous test left down is started again here.
     """
     for node_id in _cluster3_session.node_ids:
-        _cluster3_session.start_broker(node_id)
+        _cluster3_session.start_broker(node_id, timeout=CLUSTER3_TIMEOUT)
     return _cluster3_session
 
 

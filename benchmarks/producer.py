@@ -1,0 +1,200 @@
+"""Producer throughput: 1,000,000 Criteo-like CSV rows (20 categorical fields, cardinalities 10 to
+1,000,000, Zipf frequencies), keyed BLAKE2b, frames acknowledged by the local broker.
+
+Goals on the 2-core machine: >= 1,000,000 records/s end to end on the columnar path and
+>= 200,000 records/s through the record-at-a-time API. Also measured: the columnar path without
+Kafka (read + hash + frame encode), and a cProfile of one end-to-end run to say what limits it.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import uuid
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import rate, timed, write_result
+from benchmarks.datagen import field_names, synthetic_files
+
+N_ROWS = 1_000_000
+QUICK_ROWS = 200_000
+SCHEMA = """categorical = [{fields}]
+[hash]
+algorithm = "blake2b"
+bits = 20
+[label]
+column = "label"
+positive = ["1"]
+negative = ["0"]
+"""
+
+
+def _data(n_rows: int) -> Path:
+    """A CSV of exactly ``n_rows`` rows (header + label + c00..c19), from the cached synthetic set."""
+    total = N_ROWS if n_rows > 100_000 else 100_000
+    files = synthetic_files(total)
+    out = files["train_csv"].parent / f"producer-{n_rows}.csv"
+    if out.exists():
+        return out
+    with open(out.with_suffix(".tmp"), "wb") as dst:
+        written = -1
+        for part in ("train_csv", "test_csv"):
+            with open(files[part], "rb") as src:
+                header = src.readline()
+                if written < 0:
+                    dst.write(header)
+                    written = 0
+                for line in src:
+                    if written >= n_rows:
+                        break
+                    dst.write(line)
+                    written += 1
+    out.with_suffix(".tmp").replace(out)
+    return out
+
+
+def _setup(tmp: Path, bootstrap: str) -> tuple[Any, Any]:
+    from producer.keys import write_key
+    from producer.schema import load_schema
+
+    (tmp / "bench.schema.toml").write_text(SCHEMA.format(fields=", ".join(f'"{f}"' for f in field_names())))
+    if not (tmp / "k").exists():
+        write_key(tmp / "k")
+    return load_schema(tmp / "bench.schema.toml"), (tmp / "k").read_bytes()
+
+
+def _columnar_run(path: Path, schema: Any, key: bytes, bootstrap: str, use_threads: bool,
+                  kafka: bool = True) -> Any:
+    from producer.hashing import make_hasher
+    from producer.metrics import ProducerMetrics
+    from producer.publisher import FramePublisher
+    from producer.service import ProducerService
+    from producer.settings import ProducerSettings
+    from producer.sources import open_source
+    from shared.clients import ensure_pipeline_topics
+    from shared.settings import KafkaSettings, Topics
+
+    settings = ProducerSettings(kafka=KafkaSettings(bootstrap, topics=Topics(f"bench{uuid.uuid4().hex[:8]}.")))
+    metrics = ProducerMetrics()
+    if kafka:
+        ensure_pipeline_topics(settings.kafka, partitions=4)
+        publisher: Any = FramePublisher(settings.kafka_config(), settings.kafka.topics.train, metrics)
+    else:
+        publisher = _NullPublisher()
+    source = open_source(str(path), schema, schema.input_columns, use_threads=use_threads)
+    report = ProducerService(settings, make_hasher(schema, key), source, publisher, metrics).run()
+    return report
+
+
+class _NullPublisher:
+    def __init__(self) -> None:
+        from producer.publisher import Deliveries
+        self.stats = Deliveries()
+
+    def send(self, payload: bytes, n_records: int, key: bytes | None = None) -> None:
+        self.stats.frames_sent += 1
+        self.stats.records_sent += n_records
+        self.stats.records_acked += n_records
+
+    def flush(self, timeout: float = 60.0) -> int:
+        return 0
+
+
+def _records(path: Path, n: int) -> list[dict[str, str]]:
+    import csv
+
+    with open(path, newline="") as f:
+        r = csv.DictReader(f)
+        return [row for _, row in zip(range(n), r)]
+
+
+def _agent_run(records: list[dict[str, str]], schema: Any, key: bytes, bootstrap: str) -> int:
+    from producer.agent import Agent
+    from shared.clients import ensure_pipeline_topics
+    from shared.settings import KafkaSettings, Topics
+
+    kafka = KafkaSettings(bootstrap, topics=Topics(f"bench{uuid.uuid4().hex[:8]}."))
+    ensure_pipeline_topics(kafka, partitions=4)
+    with Agent.open(schema, key, kafka=kafka) as agent:
+        send = agent.send
+        for rec in records:
+            send(rec)
+    assert agent.stats.records_acked == len(records), agent.stats
+    return agent.stats.records_acked
+
+
+def _profile(fn: Any) -> list[str]:
+    prof = cProfile.Profile()
+    prof.enable()
+    fn()
+    prof.disable()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(12)
+    return [ln.rstrip() for ln in buf.getvalue().splitlines() if ln.strip()][-13:]
+
+
+def run(quick: bool = False) -> dict:
+    import tempfile
+
+    bootstrap = os.environ.get("HASHBRIDGE_BOOTSTRAP", "localhost:19092")
+    n = QUICK_ROWS if quick else N_ROWS
+    repeats = 1 if quick else 3
+    path = _data(n)
+    tmp = Path(tempfile.mkdtemp(prefix="hb-bench-producer-"))
+    schema, key = _setup(tmp, bootstrap)
+    figures: dict[str, Any] = {"rows": n, "fields": 20, "bits": 20, "frame_records": 4096,
+                               "input_bytes": path.stat().st_size}
+    notes: list[str] = []
+
+    t = timed(lambda: _columnar_run(path, schema, key, bootstrap, use_threads=False, kafka=False), repeats)
+    figures["columnar_no_kafka_records_per_s"] = rate(n, t)
+    for threads in (False, True):
+        t = timed(lambda: _columnar_run(path, schema, key, bootstrap, use_threads=threads), repeats)
+        rep = t["result"]
+        assert rep.records_acked == n and rep.delivery_errors == 0, rep
+        figures[f"columnar_end_to_end{'_threads' if threads else ''}_records_per_s"] = rate(n, t)
+        figures[f"columnar_end_to_end{'_threads' if threads else ''}_cpu_s"] = t["cpu_median"]
+    best = max(figures["columnar_end_to_end_records_per_s"]["median"],
+               figures["columnar_end_to_end_threads_records_per_s"]["median"])
+    figures["columnar_goal_1M_per_s_reached"] = best >= 1_000_000
+
+    n_rec = 50_000 if quick else 300_000
+    records = _records(path, n_rec)
+    t = timed(lambda: _agent_run(records, schema, key, bootstrap), repeats)
+    figures["record_api_records"] = n_rec
+    figures["record_api_records_per_s"] = rate(n_rec, t)
+    figures["record_api_goal_200k_per_s_reached"] = figures["record_api_records_per_s"]["median"] >= 200_000
+
+    figures["profile_columnar_end_to_end_top_tottime"] = _profile(
+        lambda: _columnar_run(path, schema, key, bootstrap, use_threads=False))
+    figures["profile_record_api_top_tottime"] = _profile(lambda: _agent_run(records, schema, key, bootstrap))
+    c = figures["columnar_end_to_end_records_per_s"]["median"]
+    ct = figures["columnar_end_to_end_threads_records_per_s"]["median"]
+    r = figures["record_api_records_per_s"]["median"]
+    notes.append(f"columnar end to end: median {c:,.0f} records/s single-threaded CSV parse, {ct:,.0f} with pyarrow "
+                 f"threads; goal 1,000,000/s {'reached' if best >= 1e6 else 'MISSED'}")
+    notes.append(f"columnar without Kafka: median {figures['columnar_no_kafka_records_per_s']['median']:,.0f} "
+                 "records/s (read + hash + frame encode): the gap to end-to-end is the broker and lz4 "
+                 "compression sharing the same two cores")
+    notes.append(f"record API (Agent.send of dicts): median {r:,.0f} records/s; goal 200,000/s "
+                 f"{'reached' if r >= 2e5 else 'MISSED'}; per record it is ~20 dict lookups in Python")
+    notes.append(f"machine load average at the end: {os.getloadavg()[0]:.1f} (shared with other engineers' runs)")
+    return {"figures": figures, "notes": notes}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+    out = run(quick=args.quick)
+    path = write_result("producer", out["figures"], out["notes"])
+    for note in out["notes"]:
+        print(note)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

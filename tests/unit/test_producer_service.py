@@ -1,0 +1,114 @@
+"""The producer loop without a broker: bad rows counted with line numbers, strict mode, frames cut."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from producer.hashing import make_hasher
+from producer.metrics import ProducerMetrics
+from producer.publisher import Deliveries
+from producer.schema import load_schema
+from producer.service import ProducerService
+from producer.settings import ProducerSettings
+from producer.sources import open_source
+from shared.errors import RecordError
+from shared.frames import Kind, decode
+
+KEY = bytes(range(32))
+SCHEMA = """names = ["color", "size", "y"]
+header = false
+categorical = ["color"]
+[label]
+column = "y"
+positive = ["yes"]
+negative = ["no"]
+[numeric.size]
+edges = [1, 10]
+"""
+ROWS = [
+    "red,5,yes",        # 1
+    "blue,abc,no",      # 2 bad number
+    "green,7,maybe",    # 3 bad label
+    "red,1",            # 4 wrong column count
+    "red,3,no,extra",   # 5 wrong column count
+    "?,,no",            # 6 missing values: fine
+    "blue,12,yes",      # 7
+]
+
+
+class FakePublisher:
+    """Collects frames as the broker would acknowledge them."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.stats = Deliveries()
+
+    def send(self, payload: bytes, n_records: int, key: bytes | None = None) -> None:
+        self.frames.append(payload)
+        self.stats.frames_sent += 1
+        self.stats.records_sent += n_records
+        self.stats.frames_acked += 1
+        self.stats.records_acked += n_records
+
+    def flush(self, timeout: float = 60.0) -> int:
+        return 0
+
+
+def _service(tmp_path: Path, rows: list[str], fmt: str = "csv", **settings) -> tuple[ProducerService, FakePublisher]:
+    (tmp_path / "s.toml").write_text(SCHEMA)
+    schema = load_schema(tmp_path / "s.toml")
+    data = tmp_path / ("in.csv" if fmt == "csv" else "in.jsonl")
+    data.write_text("\n".join(rows) + "\n\n")
+    pub = FakePublisher()
+    svc = ProducerService(ProducerSettings(**settings), make_hasher(schema, KEY),
+                          open_source(str(data), schema, schema.input_columns, fmt=fmt), pub,  # type: ignore[arg-type]
+                          ProducerMetrics())
+    return svc, pub
+
+
+def test_bad_rows_are_counted_with_line_numbers_and_skipped(tmp_path):
+    svc, pub = _service(tmp_path, ROWS)
+    report = svc.run()
+    assert report.bad_count == 4
+    assert sorted((line, reason) for line, _, reason in report.bad_rows) == [
+        (2, "bad_number"), (3, "bad_label"), (4, "wrong_column_count"), (5, "wrong_column_count")]
+    assert dict(report.bad_by_reason) == {"bad_number": 1, "bad_label": 1, "wrong_column_count": 2}
+    frames = [decode(f, Kind.TRAIN) for f in pub.frames]
+    labels = np.concatenate([f.labels for f in frames])
+    assert labels.tolist() == [1, 0, 1]  # lines 1, 6, 7: nothing else lost
+    assert report.records_acked == 3
+
+
+def test_strict_stops_at_the_first_bad_row_after_flushing(tmp_path):
+    svc, pub = _service(tmp_path, ROWS, strict=True)
+    with pytest.raises(RecordError, match="line 2: bad_number"):
+        svc.run()
+    assert [decode(f).n_records for f in pub.frames] == [1]  # line 1 went out, nothing after line 2
+
+
+def test_jsonl_bad_lines_have_line_numbers(tmp_path):
+    rows = ['{"color": "red", "size": 5, "y": "yes"}', "not json", '{"color": "red", "size": "x", "y": "no"}',
+            "[1, 2]", '{"color": "red", "size": 2, "y": "no"}']
+    svc, pub = _service(tmp_path, rows, fmt="jsonl")
+    report = svc.run()
+    assert sorted((line, reason) for line, _, reason in report.bad_rows) == [
+        (2, "bad_json"), (3, "bad_number"), (4, "not_an_object")]
+    assert report.records_acked == 2
+
+
+def test_frames_are_cut_at_frame_records_and_max_records_stops(tmp_path):
+    rows = [f"c{i % 7},{i % 13},{'yes' if i % 3 else 'no'}" for i in range(1000)]
+    svc, pub = _service(tmp_path, rows, frame_records=300)
+    report = svc.run(max_records=900)
+    sizes = [decode(f).n_records for f in pub.frames]
+    assert sizes == [300, 300, 300] and report.records_acked == 900
+
+
+def test_stop_ends_the_loop_and_flushes(tmp_path):
+    rows = [f"c{i},{i},yes" for i in range(100)]
+    svc, pub = _service(tmp_path, rows)
+    svc.stop()
+    report = svc.run()
+    assert report.stopped and report.records_acked == report.records_read
