@@ -90,10 +90,18 @@ def cpu_seconds() -> float:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process and of its largest child, in MiB (ru_maxrss is KiB)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return round(max(own, kids) / 1024, 1)
+    """Peak resident memory of this process in MiB.
+
+    VmHWM from /proc, because ``ru_maxrss`` survives ``exec``: a child started by a big parent
+    would report the parent's peak. Falls back to ``ru_maxrss`` (KiB) where /proc is missing.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> dict[str, Any]:

@@ -140,112 +140,138 @@ def sk_hasher(bits: int):
     return FeatureHasher(n_features=1 << bits, input_type="string", alternate_sign=False)
 
 
-# --- one measurement in a child process ---------------------------------------------------------
+# --- one job in a child process -----------------------------------------------------------------
+
+JOBS: dict[str, tuple[str, ...]] = {  # child job -> the measurements it makes, in order
+    "vw": ("vw",), "vw-sgd": ("vw-sgd",), "vw-cache": ("vw-cache",), "vw-cache-sgd": ("vw-cache-sgd",),
+    "hashbridge": ("hashbridge-hash", "hashbridge-kernel"),  # one hashing serves both clocks
+    "sklearn": ("sklearn-hash", "sklearn-fit"),  # hashing and fitting timed apart, one token build
+    "river": ("river",),
+}
+
 
 def _metrics(labels: np.ndarray, prob: np.ndarray) -> dict[str, float]:
     return {"auc": datagen.auc(labels, prob), "logloss": datagen.logloss(labels, prob)}
 
 
-def measure(cfg: dict) -> dict:
-    """Run one contender once as ``cfg`` says; returns the figures of the timed part."""
-    name, n_rows, seed, bits = cfg["contender"], cfg["n_rows"], cfg["seed"], cfg["bits"]
-    files = datagen.synthetic_files(n_rows, seed)
-    evaluate = cfg.get("evaluate", True)
-    out: dict = {"contender": name}
-    tmp = Path(tempfile.mkdtemp(prefix="hb-bench-"))
-    timer: dict[str, float] = {}
+class _Clock:
+    """Times named calls; each becomes one result row with wall and CPU seconds and the records."""
 
-    def clock(fn: Callable[[], object]) -> object:
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def __call__(self, name: str, records: int, fn: Callable[[], object]) -> object:
         c0, t0 = cpu_seconds(), time.perf_counter()
         r = fn()
-        timer["wall"], timer["cpu"] = time.perf_counter() - t0, cpu_seconds() - c0
+        wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+        self.rows.append({"contender": name, "records": records, "wall": wall, "cpu": cpu,
+                          "rate": records / wall if wall > 0 else math.nan})
         return r
 
-    if name.startswith("vw"):
-        options = "--sgd" if "sgd" in name else ""
-        cache = None
-        if "cache" in name:  # build the cache untimed; the timed pass then reads only the cache
-            cache = tmp / "train.cache"
-            vw_train(files["train_vw"], tmp / "warm.model", bits, options + " -k", cache)
-        clock(lambda: vw_train(files["train_vw"], tmp / "m.model", bits, options, cache))
-        out["records"] = datagen.synthetic_cached(n_rows, seed).n_train
-        if evaluate:
-            data = datagen.synthetic_cached(n_rows, seed)
-            prob = vw_predict(tmp / "m.model", files["test_vw"], tmp / "p.txt")
-            out.update(_metrics(data.labels[data.split("test")], prob))
-    elif name.startswith("sklearn"):
-        from sklearn.linear_model import SGDClassifier
 
-        tokens, y = vw_tokens(files["train_vw"])
-        hasher = sk_hasher(bits)
-        if name == "sklearn-hash":
-            clock(lambda: hasher.transform(tokens))
+def _vw(job: str, cfg: dict, files: dict[str, Path], clock: _Clock, tmp: Path) -> None:
+    options = "--sgd" if "sgd" in job else ""
+    cache = Path(cfg["vw_cache"]) if "cache" in job else None  # built once, untimed, by the parent
+    data = datagen.synthetic_cached(cfg["n_rows"], cfg["seed"])
+    clock(job, data.n_train, lambda: vw_train(files["train_vw"], tmp / "m.model", cfg["bits"], options, cache))
+    if cfg["evaluate"]:
+        prob = vw_predict(tmp / "m.model", files["test_vw"], tmp / "p.txt")
+        clock.rows[-1].update(_metrics(data.labels[data.split("test")], prob))
+
+
+def _sklearn(cfg: dict, files: dict[str, Path], clock: _Clock) -> None:
+    from sklearn.linear_model import SGDClassifier
+
+    tokens, y = vw_tokens(files["train_vw"])
+    hasher = sk_hasher(cfg["bits"])
+    X = clock("sklearn-hash", len(tokens), lambda: hasher.transform(tokens))
+    clf = SGDClassifier(loss="log_loss", random_state=cfg["seed"])
+    clock("sklearn-fit", len(tokens), lambda: clf.partial_fit(X, y, classes=np.array([0, 1])))
+    if cfg["evaluate"]:
+        tt, ty = vw_tokens(files["test_vw"])
+        clock.rows[-1].update(_metrics(ty, clf.predict_proba(hasher.transform(tt))[:, 1]))
+
+
+def _river(cfg: dict, files: dict[str, Path], clock: _Clock) -> None:
+    from river import linear_model
+
+    tokens, y = vw_tokens(files["train_vw"], cfg["river_rows"])
+    xs = [dict.fromkeys(t, 1.0) for t in tokens]
+    labels = [bool(v) for v in y.tolist()]
+    model = linear_model.LogisticRegression()
+
+    def learn() -> None:
+        for x, label in zip(xs, labels):
+            model.learn_one(x, label)
+
+    clock("river", len(xs), learn)
+    if cfg["evaluate"]:
+        tt, ty = vw_tokens(files["test_vw"], cfg["river_test_rows"])
+        prob = np.array([model.predict_proba_one(dict.fromkeys(t, 1.0)).get(True, 0.0) for t in tt])
+        clock.rows[-1].update(_metrics(ty, prob))
+
+
+def _hashbridge(cfg: dict, clock: _Clock) -> None:
+    data = datagen.synthetic_cached(cfg["n_rows"], cfg["seed"])
+    tr, te, bits, f = data.split("train"), data.split("test"), cfg["bits"], datagen.N_FIELDS
+    names = datagen.field_names()
+    cols = [np.ascontiguousarray(data.values[tr, i]) for i in range(f)]
+    dig = clock("hashbridge-hash", data.n_train, lambda: digest_matrix(cols, names))
+    idx, vals = indices_from(dig, bits, False)
+    labels = np.ascontiguousarray(data.labels[tr])
+    fit_hashed(idx[: 2 * f] & np.uint32(15), vals, labels[:2], f, 4)  # compile before the clock
+    w, b = clock("hashbridge-kernel", data.n_train, lambda: fit_hashed(idx, vals, labels, f, bits))
+    clock.rows[-1]["kernel"] = kernel_name()
+    if cfg["evaluate"]:
+        tcols = [data.values[te, i] for i in range(f)]
+        tidx, tvals = indices_from(digest_matrix(tcols, names), bits, False)
+        clock.rows[-1].update(_metrics(data.labels[te], predict_hashed(w, b, tidx, tvals, f)))
+
+
+def measure(cfg: dict) -> list[dict]:
+    """Run one job once as ``cfg`` says; one result row per timed part."""
+    job = cfg["job"]
+    files = datagen.synthetic_files(cfg["n_rows"], cfg["seed"])
+    clock = _Clock()
+    with tempfile.TemporaryDirectory(prefix="hb-bench-") as tmp:
+        if job.startswith("vw"):
+            _vw(job, cfg, files, clock, Path(tmp))
+        elif job == "sklearn":
+            _sklearn(cfg, files, clock)
+        elif job == "river":
+            _river(cfg, files, clock)
+        elif job == "hashbridge":
+            _hashbridge(cfg, clock)
         else:
-            X = hasher.transform(tokens)
-            clf = SGDClassifier(loss="log_loss", random_state=seed)
-            clock(lambda: clf.partial_fit(X, y, classes=np.array([0, 1])))
-            if evaluate:
-                tt, ty = vw_tokens(files["test_vw"])
-                out.update(_metrics(ty, clf.predict_proba(hasher.transform(tt))[:, 1]))
-        out["records"] = len(tokens)
-    elif name == "river":
-        from river import linear_model
-
-        limit = cfg["river_rows"]
-        tokens, y = vw_tokens(files["train_vw"], limit)
-        xs = [dict.fromkeys(t, 1.0) for t in tokens]
-        model = linear_model.LogisticRegression()
-
-        def learn() -> None:
-            for x, label in zip(xs, y.tolist()):
-                model.learn_one(x, bool(label))
-
-        clock(learn)
-        out["records"] = len(xs)
-        if evaluate:
-            tt, ty = vw_tokens(files["test_vw"], cfg["river_test_rows"])
-            prob = np.array([model.predict_proba_one(dict.fromkeys(t, 1.0)).get(True, 0.0) for t in tt])
-            out.update(_metrics(ty, prob))
-    elif name.startswith("hashbridge"):
-        data = datagen.synthetic_cached(n_rows, seed)
-        tr, te = data.split("train"), data.split("test")
-        names = datagen.field_names()
-        cols = [data.values[tr, f] for f in range(datagen.N_FIELDS)]
-        if name == "hashbridge-hash":
-            clock(lambda: digest_matrix(cols, names))
-        else:
-            idx, vals = indices_from(digest_matrix(cols, names), bits, False)
-            labels = np.ascontiguousarray(data.labels[tr])
-            fit_hashed(idx[: 2 * datagen.N_FIELDS] & np.uint32(15), vals, labels[:2], datagen.N_FIELDS, 4)  # compile
-            w, b = clock(lambda: fit_hashed(idx, vals, labels, datagen.N_FIELDS, bits))
-            out["kernel"] = kernel_name()
-            if evaluate:
-                tcols = [data.values[te, f] for f in range(datagen.N_FIELDS)]
-                tidx, tvals = indices_from(digest_matrix(tcols, names), bits, False)
-                out.update(_metrics(data.labels[te], predict_hashed(w, b, tidx, tvals, datagen.N_FIELDS)))
-        out["records"] = data.n_train
-    else:
-        raise ValueError(f"unknown contender {name!r}")
-    out.update(wall=timer["wall"], cpu=timer["cpu"], peak_rss_mib=peak_rss_mib())
-    out["rate"] = out["records"] / timer["wall"] if timer["wall"] > 0 else math.nan
-    return out
+            raise ValueError(f"unknown job {job!r}")
+    peak = peak_rss_mib()  # the whole child: data, token lists and model of this job
+    for row in clock.rows:
+        row["peak_rss_mib"] = peak
+    return clock.rows
 
 
-def run_child(cfg: dict, timeout: float = 300.0) -> dict:
-    """Measure in a fresh interpreter; a failure comes back as ``{"error": ...}``, not an exception."""
+def build_vw_cache(cfg: dict, cache: Path) -> None:
+    """VW's binary cache of the training file, made once before any clock (``-k`` rewrites it)."""
+    files = datagen.synthetic_files(cfg["n_rows"], cfg["seed"])
+    vw_train(files["train_vw"], cache.with_suffix(".model"), cfg["bits"], "-k", cache)
+
+
+def run_child(cfg: dict, timeout: float = 300.0) -> list[dict]:
+    """Measure in a fresh interpreter; a failure comes back as ``[{"error": ...}]``, not an exception."""
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
         env[var] = "1"
     env["PYTHONPATH"] = str(BENCH_DIR.parent) + os.pathsep + env.get("PYTHONPATH", "")
+    failed = [{"contender": name} for name in JOBS[cfg["job"]]]
     try:
         proc = subprocess.run([sys.executable, "-m", "benchmarks.contenders", json.dumps(cfg)],
                               capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        return {"contender": cfg["contender"], "error": f"timed out after {timeout:.0f} s"}
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        return [{**f, "error": f"timed out after {timeout:.0f} s"} for f in failed]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("[")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return {"contender": cfg["contender"], "error": " | ".join(tail) or f"exit {proc.returncode}"}
+        return [{**f, "error": " | ".join(tail) or f"exit {proc.returncode}"} for f in failed]
     return json.loads(lines[-1])
 
 

@@ -11,19 +11,14 @@ import json
 import statistics
 
 from benchmarks import datagen
-from benchmarks.common import write_result
-from benchmarks.contenders import HASHED_LR, run_child
+from benchmarks.common import CACHE_DIR, write_result
+from benchmarks.contenders import HASHED_LR, JOBS, build_vw_cache, run_child
 
-CONTENDERS = (
-    "vw", "vw-sgd", "vw-cache", "vw-cache-sgd",
-    "hashbridge-hash", "hashbridge-kernel",
-    "sklearn-hash", "sklearn-fit", "river",
-)
 REFERENCE = "vw"
 DESCRIPTIONS = {
     "vw": "Vowpal Wabbit 1 pass, default (adaptive, normalized, invariant), text input via its own parser",
     "vw-sgd": "Vowpal Wabbit --sgd, text input",
-    "vw-cache": "Vowpal Wabbit default, reading its binary cache (--cache_file, built untimed with -k)",
+    "vw-cache": "Vowpal Wabbit default, reading its binary cache (--cache_file, built once untimed with -k)",
     "vw-cache-sgd": "Vowpal Wabbit --sgd, binary cache input",
     "hashbridge-hash": "hashbridge keyed BLAKE2b hashing, once per distinct value per column (producer side)",
     "hashbridge-kernel": "hashbridge trainer AdaGrad kernel alone on hashed CSR frames of 10,000 rows, one core",
@@ -89,14 +84,19 @@ def run(quick: bool = False) -> dict:
            "river_rows": 20_000 if quick else 100_000, "river_test_rows": 5_000 if quick else 20_000}
     files = datagen.synthetic_files(n_rows, 0)  # generate and cache before any clock starts
     datagen.synthetic_cached(n_rows, 0)
-    runs: dict[str, list[dict]] = {c: [] for c in CONTENDERS}
+    cache = CACHE_DIR / f"vw-n{n_rows}-b{bits}.cache"
+    cfg["vw_cache"] = str(cache)
+    build_vw_cache(cfg, cache)
+    jobs = list(JOBS)
+    runs: dict[str, list[dict]] = {name: [] for job in jobs for name in JOBS[job]}
     for rep in range(repeats):
-        order = CONTENDERS[rep % len(CONTENDERS):] + CONTENDERS[: rep % len(CONTENDERS)]
-        for name in order:
+        order = jobs[rep % len(jobs):] + jobs[: rep % len(jobs)]
+        for job in order:
             # accuracy does not change between repetitions; evaluate once (River's is slow)
-            runs[name].append(run_child({**cfg, "contender": name, "evaluate": rep == 0}))
-            print(f"  headtohead rep {rep + 1}/{repeats} {name}: "
-                  f"{runs[name][-1].get('rate', runs[name][-1].get('error'))}", flush=True)
+            for row in run_child({**cfg, "job": job, "evaluate": rep == 0}):
+                runs[row["contender"]].append(row)
+                print(f"  rep {rep + 1}/{repeats} {row['contender']}: "
+                      f"{row['rate']:,.0f} rec/s" if "rate" in row else f"error {row.get('error')}", flush=True)
     runs["hashbridge-hash+kernel"] = _derive_pipeline(runs)
     meta = json.loads(files["meta"].read_text())
     figures = {"n_rows": n_rows, "n_train": meta["n_train"], "bits": bits, "repeats": repeats,

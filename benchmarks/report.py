@@ -15,24 +15,27 @@ from benchmarks.common import BENCH_DIR, PLOTS_DIR, read_results
 
 RESULTS_MD = BENCH_DIR / "RESULTS.md"
 
-# metric -> (part, goal, higher is better, unit, label, fallback key-path regexes)
-GOALS: dict[str, tuple[str, float, bool, str, str, tuple[str, ...]]] = {
-    "producer_columnar_rec_s": ("producer", 1e6, True, "rec/s", "producer, columnar API",
+# metric -> (part, goal, higher is better, unit, label, key paths the part is known to write
+# (the best of those present is taken), then regexes searched when none is present)
+GOALS: dict[str, tuple[str, float, bool, str, str, tuple[str, ...], tuple[str, ...]]] = {
+    "producer_columnar_rec_s": ("producer", 1e6, True, "rec/s", "producer, columnar API, to Kafka",
+                                ("columnar_end_to_end_records_per_s.median",
+                                 "columnar_end_to_end_threads_records_per_s.median"),
                                 (r"columnar.*(rate|rec|per_s)",)),
-    "producer_record_rec_s": ("producer", 2e5, True, "rec/s", "producer, record API",
-                              (r"record.*(rate|rec|per_s)",)),
+    "producer_record_rec_s": ("producer", 2e5, True, "rec/s", "producer, record API, to Kafka",
+                              ("record_api_records_per_s.median",), (r"record.*(rate|rec|per_s)",)),
     "trainer_kernel_rec_s": ("trainer", 8e6, True, "rec/s", "trainer kernel alone, one core",
-                             (r"kernel.*(rate|rec|per_s)",)),
+                             ("kernel_one_core.rate_median",), (r"kernel.*(rate|rec|per_s)",)),
     "trainer_kafka_1_worker_rec_s": ("trainer", 0.0, True, "rec/s", "trainer via Kafka, 1 worker",
-                                     (r"kafka.*\b1\b.*(rate|rec|per_s)", r"workers?[._=]?1\b.*(rate|rec)")),
+                                     ("trainer_1_workers.rate_median",), (r"\b1_workers?\b.*rate",)),
     "trainer_kafka_2_workers_rec_s": ("trainer", 5e6, True, "rec/s", "trainer via Kafka, 2 workers",
-                                      (r"kafka.*\b2\b.*(rate|rec|per_s)", r"workers?[._=]?2\b.*(rate|rec)")),
+                                      ("trainer_2_workers.rate_median",), (r"\b2_workers?\b.*rate",)),
     "pipeline_rec_s": ("trainer", 0.0, True, "rec/s", "whole pipeline (producer -> Kafka -> trainer)",
-                       (r"pipeline.*(rate|rec|per_s)",)),
-    "scorer_bulk_pred_s": ("scorer", 5e6, True, "pred/s", "scorer bulk predictions",
-                           (r"bulk_from_topic.*median", r"bulk.*(rate|pred|per_s)")),
+                       ("pipeline.rate_median",), (r"pipeline.*(rate|rec|per_s)",)),
+    "scorer_bulk_pred_s": ("scorer", 5e6, True, "pred/s", "scorer bulk predictions, from a topic",
+                           ("bulk_from_topic_predictions_per_s.median",), (r"bulk.*(rate|pred|per_s)",)),
     "scorer_p99_ms_at_1000_rps": ("scorer", 20.0, False, "ms", "scorer p99 latency at 1,000 req/s",
-                                  (r"\b1000\b.*p99.*median", r"p99.*\b1000\b", r"p99")),
+                                  ("latency.1000/s.p99_ms.median",), (r"p99.*median", r"p99")),
 }
 
 
@@ -50,17 +53,21 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, float]:
 
 
 def metric(results: dict, name: str) -> tuple[float | None, str]:
-    """A headline number and where it came from (``headline`` or a searched key path)."""
-    part, *_, patterns = GOALS[name]
+    """A headline number and where it came from (``headline``, a known path, or a searched path)."""
+    part, _, higher, _, _, paths, patterns = GOALS[name]
     fig = results.get(part, {}).get("figures", {})
     head = fig.get("headline", {})
-    if isinstance(head.get(name), (int, float)):
+    if isinstance(head, dict) and isinstance(head.get(name), (int, float)):
         return float(head[name]), f"{part}.headline.{name}"
     flat = _flatten(fig)
+    known = [(flat[p], p) for p in paths if p in flat]
+    if known:
+        value, path = (max if higher else min)(known)
+        return value, f"{part}: {path}"
     for pat in patterns:
         for path, value in flat.items():
             if re.search(pat, path.lower()) and not re.search(r"(min|max|all|wall|seconds|cpu)\b", path.lower()):
-                return value, f"{part}.{path} (searched)"
+                return value, f"{part}: {path} (searched)"
     return None, f"{part}: not reported" if part in results else f"{part}: no results file"
 
 
@@ -96,7 +103,7 @@ def _headline(results: dict) -> list[str]:
              f"Vowpal Wabbit's best single-machine figure on the synthetic set: "
              f"**{_fmt(vw_rate)} rec/s** ({vw.get('name', 'not measured')}, one pass, 2^{h2h.get('bits', '?')} bits).", ""]
     rows = []
-    for name, (part, goal, higher, unit, label, _) in GOALS.items():
+    for name, (part, goal, higher, unit, label, _, _) in GOALS.items():
         value, source = metric(results, name)
         ratio = value / vw_rate if (value and vw_rate and unit == "rec/s") else None
         if not goal:
@@ -127,8 +134,15 @@ def _headline(results: dict) -> list[str]:
             rows.append([label, f"{_fmt(r)} rec/s", f"{c[key]['ratio_to_vw'].get('median', 0):.2f}x vs VW default",
                          f">= {_fmt(goal)} rec/s" if goal else "–", verdict, "headtohead"])
     lines += _table(["measure", "hashbridge", "ratio to VW best", "goal", "verdict", "source"], rows)
-    lines.append("Ratios to VW compare like with like only where the part ran on the same synthetic set; "
-                 "the source column says where each number came from.")
+    lines.append("Ratios are against VW on the head-to-head's synthetic set (20 categorical fields). The "
+                 "other parts generate their own data of the same shape; what each used:")
+    lines.append("")
+    for part in ("producer", "trainer", "scorer"):
+        fig = results.get(part, {}).get("figures", {})
+        shape = {k: fig[k] for k in ("rows", "records", "fields", "features", "indices_per_record", "bits")
+                 if isinstance(fig.get(k), (int, float))}
+        if shape:
+            lines.append(f"- {part}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in shape.items()))
     return lines + [""]
 
 
@@ -182,12 +196,14 @@ def _accuracy(results: dict) -> list[str]:
                          f"({'within' if ch['within_0.002_at_2^20'] else '**NOT within**'} 0.002)")
         lines.append(f"- fewest bits within 0.002 of exact: 2^{ch.get('fewest_bits_within_0.002')}; "
                      f"bits costing more: {ch.get('bits_that_cost_more_than_0.002') or 'none'}")
+        outside = ch.get("mmh3_outside_noise_at_bits") or []
         lines.append(f"- mmh3 within noise of keyed BLAKE2b at every bit count: "
-                     f"{'yes' if ch.get('mmh3_within_noise') else '**NO**'}")
+                     f"{'yes' if ch.get('mmh3_within_noise') else '**NO**'}"
+                     + (f" (outside at 2^{', 2^'.join(map(str, outside))})" if outside else ""))
         lines.append("")
         rows = [[f"2^{r['bits']}", r["auc"], r["logloss"], f"{r['auc_key_sd']:.5f}", r["signed"]["auc"], r["mmh3"]["auc"],
                  f"{r['mmh3_minus_blake2b']:+.5f}"] for r in res["curve"]]
-        lines += _table(["buckets", "AUC (BLAKE2b, mean of 3 keys)", "logloss", "AUC sd over 3 keys", "AUC signed",
+        lines += _table(["buckets", "AUC (BLAKE2b, mean over keys)", "logloss", "AUC sd over keys", "AUC signed",
                          "AUC mmh3", "mmh3 − BLAKE2b"], rows)
     return lines + ["![AUC against bits](plots/auc_vs_bits.png)", ""]
 
@@ -273,7 +289,11 @@ def _plots(results: dict) -> list[str]:
         v, _ = metric(results, "trainer_kafka_1_worker_rec_s" if w == 1 else "trainer_kafka_2_workers_rec_s")
         if v:
             points.append((w, v))
-    tw = results.get("trainer", {}).get("figures", {}).get("throughput_by_workers")
+    tfig = results.get("trainer", {}).get("figures", {})
+    found = sorted((int(m.group(1)), float(v["rate_median"])) for k, v in tfig.items()
+                   if (m := re.fullmatch(r"trainer_(\d+)_workers", k)) and isinstance(v, dict) and "rate_median" in v)
+    points = found or points
+    tw = tfig.get("throughput_by_workers")
     if isinstance(tw, list) and tw:
         points = [(int(p["workers"]), float(p["rate"])) for p in tw if "workers" in p and "rate" in p]
     if points:
@@ -285,6 +305,7 @@ def _plots(results: dict) -> list[str]:
         ax.set_xlabel("workers")
         ax.set_ylabel("records per second")
         ax.set_xticks([p[0] for p in points])
+        ax.set_ylim(bottom=0)
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(PLOTS_DIR / "throughput_vs_workers.png", dpi=110)

@@ -23,7 +23,7 @@ from benchmarks.common import timed, write_result
 from shared.clients import ensure_topics, make_admin
 from shared.frames import decode
 from shared.hashspec import Algorithm, SpecId, mmh3_key_id
-from shared.settings import KafkaSettings, Topics
+from shared.settings import KafkaSettings
 from trainer import kernels as K
 from trainer import shm as S
 from trainer.launch import produce_synthetic, synthetic_frames

@@ -6,6 +6,7 @@ Newton solve instead of one online pass, so the gap to it is what hashing + onli
 """
 from __future__ import annotations
 
+import bisect
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ def tokens(row: list[str], edges: dict[str, list[float]]) -> list[str]:
         if value in ("", "?"):
             out.append(f"{name}=__missing__")
         elif name in NUMERIC and name in edges:
-            out.append(f"{name}#{int(np.searchsorted(edges[name], float(value), side='right'))}")
+            out.append(f"{name}#{bisect.bisect_right(edges[name], float(value))}")
         else:
             out.append(f"{name}={value}")
     return out
@@ -103,9 +104,22 @@ def logloss(y: np.ndarray, p: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-def baseline(train_path: str | Path, test_path: str | Path, edges: dict[str, list[float]]) -> dict[str, float]:
+def fit_edges(rows: list[list[str]], n_bins: int = 20) -> dict[str, list[float]]:
+    """Quantile edges like the producer's (used when its edges file is not at hand)."""
+    from producer.schema import quantile_edges
+
+    out = {}
+    for name in NUMERIC:
+        j = COLUMNS.index(name)
+        out[name] = quantile_edges([float(r[j]) for r in rows if r[j] not in ("", "?")], n_bins)
+    return out
+
+
+def baseline(train_path: str | Path, test_path: str | Path,
+             edges: dict[str, list[float]] | None = None) -> dict[str, float]:
     """Fit on the training file, evaluate on the test file: AUC, logloss, feature count."""
     tr_rows, tr_lab = read_adult(train_path)
+    edges = edges or fit_edges(list(tr_rows.values()))
     te_rows, te_lab = read_adult(test_path)
     x, vocab = design(list(tr_rows.values()), edges)
     w = fit_irls(x, np.array(list(tr_lab.values()), float))

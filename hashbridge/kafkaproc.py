@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from shared.errors import BrokerStartError
 
@@ -63,22 +65,25 @@ def default_data_dir() -> Path:
 def ensure_runtime() -> Path:
     """Fetch the broker jars once and return their directory.
 
-    A marker is written only after ``mvn`` succeeded, so an interrupted download is redone; a
-    file lock keeps two processes from fetching into the same directory at once.
+    The marker, which names the pom's digest, is written only after ``mvn`` succeeded, so an
+    interrupted download (or an edited pom) is fetched again; a file lock keeps two processes
+    from fetching into the same directory at once.
     """
     home = cache_dir() / f"kafka-{KAFKA_VERSION}"
     libs, marker = home / "libs", home / ".complete"
-    if marker.exists():
+    stamp = f"pom sha256 {hashlib.sha256(POM.read_bytes()).hexdigest()}\n"
+    if marker.exists() and marker.read_text().startswith(stamp):
         return libs
     home.mkdir(parents=True, exist_ok=True)
     with open(home / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.exists():
+        if marker.exists() and marker.read_text().startswith(stamp):
             return libs
         mvn = shutil.which("mvn")
         if mvn is None:
             raise BrokerStartError("mvn is not on PATH: it fetches the Kafka jars once "
                                    "(install Maven 3.8+, or set HASHBRIDGE_BOOTSTRAP)")
+        marker.unlink(missing_ok=True)
         shutil.rmtree(libs, ignore_errors=True)
         log.info("fetching Apache Kafka %s jars into %s (once)", KAFKA_VERSION, libs)
         done = subprocess.run(
@@ -89,7 +94,7 @@ def ensure_runtime() -> Path:
         if done.returncode != 0 or f"kafka_2.13-{KAFKA_VERSION}.jar" not in jars:
             raise BrokerStartError(f"mvn could not fetch the Kafka {KAFKA_VERSION} jars "
                                    f"(exit {done.returncode}):\n{_tail_text(done.stdout + done.stderr)}")
-        marker.write_text("\n".join(jars) + "\n")
+        marker.write_text(stamp + "\n".join(jars) + "\n")
     return libs
 
 
@@ -355,12 +360,13 @@ def stop_processes(pids: Iterable[tuple[int, subprocess.Popen[bytes] | None]],
             _wait_exit(pid, child, 5.0)
 
 
-def read_state(data_dir: Path) -> dict[str, object] | None:
+def read_state(data_dir: Path) -> dict[str, Any] | None:
     """The state file of a data dir, or None if there is none (or it is unreadable)."""
     try:
-        return json.loads((data_dir / STATE_FILE).read_text())  # type: ignore[no-any-return]
+        state = json.loads((data_dir / STATE_FILE).read_text())
     except (OSError, ValueError):
         return None
+    return state if isinstance(state, dict) else None
 
 
 def write_state(data_dir: Path, layout: Layout, pids: Mapping[int, int]) -> None:
@@ -377,9 +383,9 @@ def write_state(data_dir: Path, layout: Layout, pids: Mapping[int, int]) -> None
     os.replace(tmp, data_dir / STATE_FILE)
 
 
-def layout_from_state(state: Mapping[str, object]) -> Layout:
-    nodes = tuple(Node(**node) for node in state["nodes"])  # type: ignore[union-attr,arg-type]
-    return Layout(str(state["cluster_id"]), nodes, dict(state.get("sasl_users") or {}))  # type: ignore[call-overload]
+def layout_from_state(state: Mapping[str, Any]) -> Layout:
+    nodes = tuple(Node(**node) for node in state["nodes"])
+    return Layout(str(state["cluster_id"]), nodes, dict(state.get("sasl_users") or {}))
 
 
 class Cluster:
@@ -391,7 +397,7 @@ class Cluster:
 
     def __init__(self, data_dir: Path, layout: Layout,
                  extra_config: Mapping[str, str] | None = None) -> None:
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).resolve()
         self.layout = layout
         self.extra_config = dict(extra_config or {})
         self.ready_seconds: float | None = None
@@ -406,8 +412,7 @@ class Cluster:
         if not state or "nodes" not in state:
             return None
         cluster = cls(Path(data_dir), layout_from_state(state))
-        pids = state.get("pids") or {}
-        cluster._pids = {int(node): int(pid) for node, pid in pids.items()}  # type: ignore[union-attr]
+        cluster._pids = {int(node): int(pid) for node, pid in (state.get("pids") or {}).items()}
         return cluster
 
     @property
@@ -464,14 +469,7 @@ class Cluster:
             self._write_config(node)
         self._format(libs, todo)
         started = [self._launch(libs, node) for node in todo]
-        try:
-            wait_ready(self.bootstrap, brokers=len(self.layout.nodes),
-                       timeout=max(1.0, timeout - (time.monotonic() - begin)),
-                       failed=lambda: self._exit_reason(started))
-        except BrokerStartError as exc:
-            crashed = self._exit_reason(started) is not None
-            self._stop_nodes(started, timeout=5.0)
-            raise exc if crashed else BrokerStartError(f"{exc}\n{self._log_report(started)}")
+        self._await(started, self.bootstrap, begin + timeout, brokers=len(self.layout.nodes))
         self.ready_seconds = time.monotonic() - begin
         return self.ready_seconds
 
@@ -485,13 +483,7 @@ class Cluster:
         self._check_ports([node])
         self._write_config(node)
         self._launch(libs, node)
-        try:
-            wait_ready(node.address, node_id=node_id, timeout=timeout,
-                       failed=lambda: self._exit_reason([node_id]))
-        except BrokerStartError as exc:
-            crashed = self._exit_reason([node_id]) is not None
-            self._stop_nodes([node_id], timeout=5.0)
-            raise exc if crashed else BrokerStartError(f"{exc}\n{self._log_report([node_id])}")
+        self._await([node_id], node.address, begin + timeout, node_id=node_id)
         return time.monotonic() - begin
 
     def kill_broker(self, node_id: int) -> None:
@@ -528,6 +520,18 @@ class Cluster:
             if child is not None and child.poll() is None:
                 child.wait(5.0)
         write_state(self.data_dir, self.layout, self._pids)
+
+    def _await(self, started: list[int], bootstrap: str, deadline: float, **want: int) -> None:
+        """Wait for readiness; on failure stop what was started and say why, with the logs."""
+        try:
+            wait_ready(bootstrap, timeout=max(1.0, deadline - time.monotonic()),
+                       failed=lambda: self._exit_reason(started), **want)
+        except BrokerStartError as exc:
+            crashed = self._exit_reason(started) is not None
+            self._stop_nodes(started, timeout=5.0)
+            if crashed:
+                raise
+            raise BrokerStartError(f"{exc}\n{self._log_report(started)}") from None
 
     def _check_ports(self, nodes: Iterable[Node]) -> None:
         for node in nodes:

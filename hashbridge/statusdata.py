@@ -21,7 +21,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError as Confluen
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.clients import make_consumer
+from shared.clients import make_admin, make_consumer
 from shared.deadletter import REASON, SERVICE, headers_dict
 from shared.settings import KafkaSettings
 
@@ -340,7 +340,7 @@ def gather(settings: KafkaSettings, *, metrics_urls: dict[str, str] | None = Non
     """
     errors: list[str] = []
     t = settings.topics
-    admin = AdminClient({**settings.base_config(), **QUIET})  # make_admin takes no overrides
+    admin = make_admin(settings, **QUIET)
     pipeline = [t.train, t.score, t.predictions, t.models, t.dlq, t.deltas]
     meta = admin.list_topics(timeout=timeout).topics
     extra = sorted(n for n in meta if n.startswith(t.prefix) and n not in pipeline)

@@ -23,6 +23,8 @@ from shared.hashspec import FeatureHasher, feature_bytes
 
 from producer.schema import BIN_PREFIX, CROSS_FIELD_JOIN, CROSS_VALUE_JOIN, Schema
 
+WHITESPACE = " \t\n\r\x0b\x0c"  # stripped from both ends of every input string (ASCII only)
+VECTOR_MIN_ENTRIES = 2048  # a dictionary this large is hashed by the numba kernel, not value by value
 CACHE_LIMIT = 1 << 20  # digests kept per field; the cache is emptied when it grows past this
 _MISS, _CODE_ABSENT, _CODE_BAD = -3, -1, -2  # fast-path entry codes besides indices >= 0
 
@@ -32,7 +34,7 @@ def as_text(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return value.strip()
+        return value.strip(WHITESPACE)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and math.isnan(value):
@@ -173,7 +175,7 @@ class EncodedBatch:
 class Hasher:
     """Both hashing paths over one schema, one key and one digest cache."""
 
-    def __init__(self, schema: Schema, hasher: FeatureHasher) -> None:
+    def __init__(self, schema: Schema, hasher: FeatureHasher, key: bytes | None = None) -> None:
         if hasher.spec.bits != schema.bits or hasher.spec.signed != schema.signed:
             raise ValueError("hasher spec does not match the schema's bits/signed")
         self.schema, self.spec = schema, hasher.spec
@@ -187,6 +189,9 @@ class Hasher:
         self._label_col = schema.label.column if schema.label is not None else ""
         self._record_fields = [(name, rule, {}) for name, rule in self.rules.items()]
         self._entry_cache: dict[str, dict[str, int]] = {}
+        self._key = key  # only for the numba kernel of the keyed mode; None disables it
+        self._blake: Any = None
+        self._missing_array = pa.array(sorted(schema.missing_values), type=pa.string())
 
     # ---- record at a time -------------------------------------------------------------------
     def _resolve(self, name: str, rule: ColumnRule, value: Any) -> tuple[int, float, str | None, str | None]:
@@ -279,17 +284,50 @@ class Hasher:
         outcomes = [rule.outcome(e) for e in entries] if rule is not None else entries
         return codes, outcomes
 
+    def _vector_entries(self, name: str, dictionary: pa.Array) -> np.ndarray:
+        """Entry codes of a large categorical dictionary, hashed in one numba call (keyed BLAKE2b)."""
+        if self._blake is None:
+            from producer.blake2 import KeyedBlake2
+
+            self._blake = KeyedBlake2(self._key)
+        trimmed = pc.utf8_trim(dictionary.cast(pa.string()), characters=WHITESPACE)
+        if trimmed.null_count:
+            trimmed = pc.fill_null(trimmed, "")
+        trimmed = pa.concat_arrays([trimmed])  # a fresh array: offsets start at its own buffer
+        offsets = np.frombuffer(trimmed.buffers()[1], dtype=np.int32, count=len(trimmed) + 1,
+                                offset=4 * trimmed.offset).astype(np.int64)
+        data_buf = trimmed.buffers()[2]
+        data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+        dig = self._blake.digests(name.encode("utf-8"), data, offsets)
+        codes = (dig & self.mask).astype(np.int64)
+        missing = pc.is_in(trimmed, value_set=self._missing_array).to_numpy(zero_copy_only=False)
+        if missing.any():
+            miss = self.rules[name].outcome(None)
+            codes[missing] = _CODE_ABSENT if miss.text is None else int(self.cache.digest(name, miss.text) & self._imask)
+        return codes
+
     def _fast_entries(self, name: str, arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Codes and per-entry (index, present, bad) through a per-field cache keyed by the raw
-        dictionary string, so a value seen in an earlier batch costs one dict lookup."""
+        dictionary string, so a value seen in an earlier batch costs one dict lookup; a large
+        dictionary of a categorical column goes to the numba kernel instead."""
         if not pa.types.is_dictionary(arr.type):
             arr = pc.dictionary_encode(arr)
+        rule = self.rules[name]
+        if self._key is not None and not rule.numeric and len(arr.dictionary) >= VECTOR_MIN_ENTRIES:
+            resolved = self._vector_entries(name, arr.dictionary)
+            null = rule.outcome(None)
+            null_code = _CODE_ABSENT if null.text is None else int(self.cache.digest(name, null.text) & self._imask)
+            resolved = np.append(resolved, null_code)
+            idx = arr.indices
+            if idx.null_count:
+                idx = pc.fill_null(idx, len(arr.dictionary))
+            return (idx.to_numpy(zero_copy_only=False), np.maximum(resolved, 0).astype(np.uint32), resolved >= 0,
+                    resolved == _CODE_BAD)
         entries = arr.dictionary.to_pylist()
         cache = self._entry_cache.setdefault(name, {})
         if len(cache) + len(entries) > self.cache.limit:
             cache.clear()
         resolved = np.fromiter(map(cache.get, entries, repeat(_MISS)), dtype=np.int64, count=len(entries))
-        rule = self.rules[name]
         for i in np.flatnonzero(resolved == _MISS).tolist():
             out = rule.outcome(entries[i])
             if out.error is not None:
@@ -423,4 +461,4 @@ def make_hasher(schema: Schema, key: bytes | None) -> Hasher:
         return Hasher(schema, FeatureHasher.public_mmh3(schema.bits, schema.signed, schema.seed))
     if key is None:
         raise ConfigError("keyed hashing needs the key file (--key)")
-    return Hasher(schema, FeatureHasher.keyed(key, schema.bits, schema.signed))
+    return Hasher(schema, FeatureHasher.keyed(key, schema.bits, schema.signed), key=key)

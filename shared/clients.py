@@ -57,8 +57,8 @@ def make_consumer(settings: KafkaSettings, group: str, **overrides: Any) -> Cons
     return Consumer(consumer_config(settings, group, **overrides))
 
 
-def make_admin(settings: KafkaSettings) -> AdminClient:
-    return AdminClient(settings.base_config())
+def make_admin(settings: KafkaSettings, **overrides: Any) -> AdminClient:
+    return AdminClient({**settings.base_config(), **overrides})
 
 
 def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int], replication: int = 1,

@@ -9,16 +9,20 @@ import math
 
 import numpy as np
 
-from trainer.kernels import (HIST_NEG, HIST_POS, HP_BETA, HP_DECAY, HP_L1, HP_L2, HP_LR, HP_T,
-                             MARGIN_RANGE, N_BINS, S_LOSS, S_N, S_P, S_W, S_Y)
+from trainer.kernels import (GROUP, HIST_NEG, HIST_POS, HP_BETA, HP_DECAY, HP_L1, HP_L2, HP_LR,
+                             HP_T, MARGIN_RANGE, N_BINS, S_LOSS, S_N, S_P, S_W, S_Y)
 
 
 def _rows(labels, offsets, indices, values, rweights):
+    """Groups of GROUP rows: [(i, y, record weight, indices, values)]."""
+    rows = []
     for i in range(len(labels)):
         a, b = int(offsets[i]), int(offsets[i + 1])
         xs = [float(values[k]) if len(values) else 1.0 for k in range(a, b)]
-        yield i, float(labels[i]), (float(rweights[i]) if len(rweights) else 1.0), \
-            [int(j) for j in indices[a:b]], xs
+        rows.append((i, float(labels[i]), (float(rweights[i]) if len(rweights) else 1.0),
+                     [int(j) for j in indices[a:b]], xs))
+    for g0 in range(0, len(rows), GROUP):
+        yield rows[g0:g0 + GROUP]
 
 
 def observe(stats, m, y, rw):
@@ -38,34 +42,36 @@ def observe(stats, m, y, rw):
 
 def adagrad_frame(state, bias, labels, offsets, indices, values, rweights, hp, stats):
     lr, l2 = hp[HP_LR], hp[HP_L2]
-    for _, y, rw, js, xs in _rows(labels, offsets, indices, values, rweights):
-        m = bias[0] + sum(float(state[j, 0]) * x for j, x in zip(js, xs))
-        g = (observe(stats, m, y, rw) - y) * rw
-        if g == 0:
-            continue
-        for j, x in zip(js, xs):
-            w = float(state[j, 0])
-            gi = g * x + l2 * w
-            acc = float(state[j, 1]) + gi * gi
-            state[j, 1] = np.float32(acc)
-            if acc > 0:
-                state[j, 0] = np.float32(w - lr * gi / math.sqrt(acc))
-        bias[1] += g * g
-        bias[0] -= lr * g / math.sqrt(bias[1])
+    for group in _rows(labels, offsets, indices, values, rweights):
+        ms = [bias[0] + sum(float(state[j, 0]) * x for j, x in zip(js, xs)) for _, _, _, js, xs in group]
+        for m, (_, y, rw, js, xs) in zip(ms, group):
+            g = (observe(stats, m, y, rw) - y) * rw
+            if g == 0:
+                continue
+            for j, x in zip(js, xs):
+                w = float(state[j, 0])
+                gi = g * x + l2 * w
+                acc = float(state[j, 1]) + gi * gi
+                state[j, 1] = np.float32(acc)
+                if acc > 0:
+                    state[j, 0] = np.float32(w - lr * gi / math.sqrt(acc))
+            bias[1] += g * g
+            bias[0] -= lr * g / math.sqrt(bias[1])
 
 
 def sgd_frame(state, bias, labels, offsets, indices, values, rweights, hp, stats):
     lr0, l2, decay, t0 = hp[HP_LR], hp[HP_L2], hp[HP_DECAY], hp[HP_T]
-    for i, y, rw, js, xs in _rows(labels, offsets, indices, values, rweights):
-        m = bias[0] + sum(float(state[j, 0]) * x for j, x in zip(js, xs))
-        g = (observe(stats, m, y, rw) - y) * rw
-        lr = lr0 / (1 + decay * (t0 + i))
-        if g == 0:
-            continue
-        for j, x in zip(js, xs):
-            w = float(state[j, 0])
-            state[j, 0] = np.float32(w - lr * (g * x + l2 * w))
-        bias[0] -= lr * g
+    for group in _rows(labels, offsets, indices, values, rweights):
+        ms = [bias[0] + sum(float(state[j, 0]) * x for j, x in zip(js, xs)) for _, _, _, js, xs in group]
+        for m, (i, y, rw, js, xs) in zip(ms, group):
+            g = (observe(stats, m, y, rw) - y) * rw
+            lr = lr0 / (1 + decay * (t0 + i))
+            if g == 0:
+                continue
+            for j, x in zip(js, xs):
+                w = float(state[j, 0])
+                state[j, 0] = np.float32(w - lr * (g * x + l2 * w))
+            bias[0] -= lr * g
 
 
 def ftrl_w(z, n, alpha, beta, l1, l2):
@@ -76,24 +82,25 @@ def ftrl_w(z, n, alpha, beta, l1, l2):
 
 def ftrl_frame(state, bias, labels, offsets, indices, values, rweights, hp, stats):
     alpha, beta, l1, l2 = hp[HP_LR], hp[HP_BETA], hp[HP_L1], hp[HP_L2]
-    for _, y, rw, js, xs in _rows(labels, offsets, indices, values, rweights):
-        m = ftrl_w(bias[0], bias[1], alpha, beta, 0, 0)
-        m += sum(ftrl_w(float(state[j, 0]), float(state[j, 1]), alpha, beta, l1, l2) * x
-                 for j, x in zip(js, xs))
-        g = (observe(stats, m, y, rw) - y) * rw
-        if g == 0:
-            continue
-        for j, x in zip(js, xs):
-            z, n = float(state[j, 0]), float(state[j, 1])
-            w = ftrl_w(z, n, alpha, beta, l1, l2)
-            gi = g * x
-            sigma = (math.sqrt(n + gi * gi) - math.sqrt(n)) / alpha
-            state[j, 0] = np.float32(z + gi - sigma * w)
-            state[j, 1] = np.float32(n + gi * gi)
-        bw = ftrl_w(bias[0], bias[1], alpha, beta, 0, 0)
-        sigma = (math.sqrt(bias[1] + g * g) - math.sqrt(bias[1])) / alpha
-        bias[0] += g - sigma * bw
-        bias[1] += g * g
+    for group in _rows(labels, offsets, indices, values, rweights):
+        bw0 = ftrl_w(bias[0], bias[1], alpha, beta, 0, 0)
+        ms = [bw0 + sum(ftrl_w(float(state[j, 0]), float(state[j, 1]), alpha, beta, l1, l2) * x
+                        for j, x in zip(js, xs)) for _, _, _, js, xs in group]
+        for m, (_, y, rw, js, xs) in zip(ms, group):
+            g = (observe(stats, m, y, rw) - y) * rw
+            if g == 0:
+                continue
+            for j, x in zip(js, xs):
+                z, n = float(state[j, 0]), float(state[j, 1])
+                w = ftrl_w(z, n, alpha, beta, l1, l2)
+                gi = g * x
+                sigma = (math.sqrt(n + gi * gi) - math.sqrt(n)) / alpha
+                state[j, 0] = np.float32(z + gi - sigma * w)
+                state[j, 1] = np.float32(n + gi * gi)
+            bw = ftrl_w(bias[0], bias[1], alpha, beta, 0, 0)
+            sigma = (math.sqrt(bias[1] + g * g) - math.sqrt(bias[1])) / alpha
+            bias[0] += g - sigma * bw
+            bias[1] += g * g
 
 
 def binned_auc(scores, labels, weights=None):

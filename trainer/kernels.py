@@ -18,8 +18,14 @@ Only plain arrays and scalars cross this boundary. Every kernel has the same sig
   calling worker's own progressive-validation row (no other writer).
 
 Every record is predicted before it is learned (progressive validation): its margin, logloss and
-histogram bin go to ``stats`` first. Rows are learned strictly in order; a repeated index in one
-row is applied once per occurrence, in order, each seeing the previous occurrence's update.
+histogram bin go to ``stats`` first. Rows go in groups of ``GROUP`` consecutive rows of a frame:
+first the margins of all rows of the group are computed (with the weights and bias as they stand
+before the group), then the rows are scored and learned strictly in order. Gathering several rows
+before writing keeps many independent cache misses in flight (measured ~1.6x over row by row on
+this machine); the price is that a row's prediction does not yet see the updates of the up to
+``GROUP - 1`` rows before it in its group. Groups never span frames, so the result depends only
+on the frames, not on how ``consume`` batches them. A repeated index in one row is applied once
+per occurrence, in order, each seeing the previous occurrence's update.
 """
 from __future__ import annotations
 
@@ -30,6 +36,8 @@ from numba import njit
 
 CACHE = True
 FASTMATH = False  # exact IEEE semantics: a killed-and-restarted run must match bit for bit
+
+GROUP = 8  # rows whose margins are gathered before any of them is learned
 
 # hyper-parameter slots
 HP_LR, HP_L2, HP_L1, HP_BETA, HP_DECAY, HP_T, HP_EPS = range(7)
@@ -82,6 +90,12 @@ def _margin(w, bias, offsets, indices, values, i):
     return m
 
 
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _margins(ms, state, b, offsets, indices, values, i0, r):
+    for q in range(r):
+        ms[q] = _margin(state, b, offsets, indices, values, i0 + q)
+
+
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=True)
 def adagrad_frame(state, bias, labels, offsets, indices, values, rweights, hp, stats):
     """AdaGrad: per-coordinate rate ``lr / sqrt(sum g^2)``; L2 on the coordinates a row touches."""
@@ -89,24 +103,29 @@ def adagrad_frame(state, bias, labels, offsets, indices, values, rweights, hp, s
     has_v, has_w = values.shape[0] > 0, rweights.shape[0] > 0
     b0, a0 = bias[0], bias[1]
     b, a = b0, a0
-    for i in range(labels.shape[0]):
-        y = float(labels[i])
-        rw = float(rweights[i]) if has_w else 1.0
-        p = _observe(stats, _margin(state, b, offsets, indices, values, i), y, rw)
-        g = (p - y) * rw
-        if g == 0.0:
-            continue
-        for k in range(offsets[i], offsets[i + 1]):
-            j = indices[k]
-            x = float(values[k]) if has_v else 1.0
-            w = float(state[j, 0])
-            gi = g * x + l2 * w
-            acc = float(state[j, 1]) + gi * gi
-            state[j, 1] = acc
-            if acc > 0.0:
-                state[j, 0] = w - lr * gi / math.sqrt(acc)
-        a += g * g
-        b -= lr * g / math.sqrt(a)
+    n = labels.shape[0]
+    ms = np.empty(GROUP)
+    for i0 in range(0, n, GROUP):
+        r = min(GROUP, n - i0)
+        _margins(ms, state, b, offsets, indices, values, i0, r)
+        for q in range(r):
+            i = i0 + q
+            y = float(labels[i])
+            rw = float(rweights[i]) if has_w else 1.0
+            g = (_observe(stats, ms[q], y, rw) - y) * rw
+            if g == 0.0:
+                continue
+            for k in range(offsets[i], offsets[i + 1]):
+                j = indices[k]
+                x = float(values[k]) if has_v else 1.0
+                w = float(state[j, 0])
+                gi = g * x + l2 * w
+                acc = float(state[j, 1]) + gi * gi
+                state[j, 1] = acc
+                if acc > 0.0:
+                    state[j, 0] = w - lr * gi / math.sqrt(acc)
+            a += g * g
+            b -= lr * g / math.sqrt(a)
     bias[0] += b - b0
     bias[1] += a - a0
 
@@ -118,20 +137,25 @@ def sgd_frame(state, bias, labels, offsets, indices, values, rweights, hp, stats
     has_v, has_w = values.shape[0] > 0, rweights.shape[0] > 0
     b0 = bias[0]
     b = b0
-    for i in range(labels.shape[0]):
-        y = float(labels[i])
-        rw = float(rweights[i]) if has_w else 1.0
-        p = _observe(stats, _margin(state, b, offsets, indices, values, i), y, rw)
-        g = (p - y) * rw
-        lr = lr0 / (1.0 + decay * (t0 + i))
-        if g == 0.0:
-            continue
-        for k in range(offsets[i], offsets[i + 1]):
-            j = indices[k]
-            x = float(values[k]) if has_v else 1.0
-            w = float(state[j, 0])
-            state[j, 0] = w - lr * (g * x + l2 * w)
-        b -= lr * g
+    n = labels.shape[0]
+    ms = np.empty(GROUP)
+    for i0 in range(0, n, GROUP):
+        r = min(GROUP, n - i0)
+        _margins(ms, state, b, offsets, indices, values, i0, r)
+        for q in range(r):
+            i = i0 + q
+            y = float(labels[i])
+            rw = float(rweights[i]) if has_w else 1.0
+            g = (_observe(stats, ms[q], y, rw) - y) * rw
+            lr = lr0 / (1.0 + decay * (t0 + i))
+            if g == 0.0:
+                continue
+            for k in range(offsets[i], offsets[i + 1]):
+                j = indices[k]
+                x = float(values[k]) if has_v else 1.0
+                w = float(state[j, 0])
+                state[j, 0] = w - lr * (g * x + l2 * w)
+            b -= lr * g
     bias[0] += b - b0
 
 
@@ -153,31 +177,38 @@ def ftrl_frame(state, bias, labels, offsets, indices, values, rweights, hp, stat
     has_v, has_w = values.shape[0] > 0, rweights.shape[0] > 0
     z0, n0 = bias[0], bias[1]
     bz, bn = z0, n0
-    for i in range(labels.shape[0]):
-        y = float(labels[i])
-        rw = float(rweights[i]) if has_w else 1.0
-        m = _ftrl_w(bz, bn, alpha, beta, 0.0, 0.0)
-        for k in range(offsets[i], offsets[i + 1]):
-            j = indices[k]
-            x = float(values[k]) if has_v else 1.0
-            m += _ftrl_w(float(state[j, 0]), float(state[j, 1]), alpha, beta, l1, l2) * x
-        p = _observe(stats, m, y, rw)
-        g = (p - y) * rw
-        if g == 0.0:
-            continue
-        for k in range(offsets[i], offsets[i + 1]):
-            j = indices[k]
-            x = float(values[k]) if has_v else 1.0
-            z, n = float(state[j, 0]), float(state[j, 1])
-            w = _ftrl_w(z, n, alpha, beta, l1, l2)
-            gi = g * x
-            sigma = (math.sqrt(n + gi * gi) - math.sqrt(n)) / alpha
-            state[j, 0] = z + gi - sigma * w
-            state[j, 1] = n + gi * gi
+    n_rows = labels.shape[0]
+    ms = np.empty(GROUP)
+    for i0 in range(0, n_rows, GROUP):
+        r = min(GROUP, n_rows - i0)
         bw = _ftrl_w(bz, bn, alpha, beta, 0.0, 0.0)
-        sigma = (math.sqrt(bn + g * g) - math.sqrt(bn)) / alpha
-        bz += g - sigma * bw
-        bn += g * g
+        for q in range(r):
+            m = bw
+            for k in range(offsets[i0 + q], offsets[i0 + q + 1]):
+                j = indices[k]
+                x = float(values[k]) if has_v else 1.0
+                m += _ftrl_w(float(state[j, 0]), float(state[j, 1]), alpha, beta, l1, l2) * x
+            ms[q] = m
+        for q in range(r):
+            i = i0 + q
+            y = float(labels[i])
+            rw = float(rweights[i]) if has_w else 1.0
+            g = (_observe(stats, ms[q], y, rw) - y) * rw
+            if g == 0.0:
+                continue
+            for k in range(offsets[i], offsets[i + 1]):
+                j = indices[k]
+                x = float(values[k]) if has_v else 1.0
+                z, n = float(state[j, 0]), float(state[j, 1])
+                w = _ftrl_w(z, n, alpha, beta, l1, l2)
+                gi = g * x
+                sigma = (math.sqrt(n + gi * gi) - math.sqrt(n)) / alpha
+                state[j, 0] = z + gi - sigma * w
+                state[j, 1] = n + gi * gi
+            bw_now = _ftrl_w(bz, bn, alpha, beta, 0.0, 0.0)
+            sigma = (math.sqrt(bn + g * g) - math.sqrt(bn)) / alpha
+            bz += g - sigma * bw_now
+            bn += g * g
     bias[0] += bz - z0
     bias[1] += bn - n0
 

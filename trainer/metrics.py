@@ -30,7 +30,9 @@ class SharedCollector(Collector):
         for name, col, doc in (("hb_trainer_records_in", S.W_RECORDS, "records consumed and learned"),
                                ("hb_trainer_frames_in", S.W_FRAMES, "frames learned"),
                                ("hb_trainer_bytes_in", S.W_BYTES, "frame bytes consumed"),
-                               ("hb_trainer_batches", S.W_BATCHES, "consume batches processed")):
+                               ("hb_trainer_batches", S.W_BATCHES, "consume batches processed"),
+                               ("hb_trainer_delivery_errors", S.W_DELIVERY_ERR,
+                                "dead letters the broker did not acknowledge")):
             yield CounterMetricFamily(name, doc, value=float(c[col]))
         rej = CounterMetricFamily("hb_trainer_rejected_frames", "frames sent to the DLQ", labels=["reason"])
         for i, reason in enumerate(S.REJECT_REASONS):

@@ -248,8 +248,15 @@ def worker_main(settings: TrainerSettings, handle: S.ShmHandle, index: int, pare
     warm_up(settings.hyper.kernel, settings.hyper.array())
     with S.Attached(handle) as arrays:
         consumer = Consumer(settings.consumer_config())
-        worker = Worker(settings, arrays, index, consumer, make_producer(settings.kafka),
-                        parent_pid=parent_pid)
+        row = arrays.counters[index]
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                row[S.W_DELIVERY_ERR] += 1
+                log.warning("dead letter not delivered: %s", err)
+
+        worker = Worker(settings, arrays, index, consumer,
+                        make_producer(settings.kafka, on_delivery=delivered), parent_pid=parent_pid)
         signal.signal(signal.SIGTERM, lambda *_: worker.stop())
         worker.subscribe()
         try:

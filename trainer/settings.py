@@ -56,7 +56,10 @@ class TrainerSettings:
     def from_args(cls, argv: list[str], env: Mapping[str, str] | None = None) -> "TrainerSettings":
         env = os.environ if env is None else env
         a = parser().parse_args(argv)
-        hyper = Hyper(Optimizer(a.optimizer), a.lr, a.l2, a.l1, a.beta, a.decay)
+        try:
+            hyper = Hyper(Optimizer(a.optimizer), a.lr, a.l2, a.l1, a.beta, a.decay)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
         spec = None
         if a.key_id:
             try:

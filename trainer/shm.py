@@ -29,7 +29,7 @@ _NAME = re.compile(rf"^{PREFIX}(\d+)_[0-9a-f]+$")
 C_PAUSE, C_EPOCH, C_STOP, C_SPEC_SET, C_SPEC_ALG, C_SPEC_SIGNED, C_SPEC_KEY = range(7)
 C_ACK = 8  # C_ACK + worker: the last pause epoch the worker acknowledged at a batch boundary
 # per-worker counters (float64; monotonic across restores, for metrics)
-(W_RECORDS, W_FRAMES, W_BYTES, W_BATCHES, W_KERNEL_S, W_BATCH_S, W_DEAD) = range(7)
+(W_RECORDS, W_FRAMES, W_BYTES, W_BATCHES, W_KERNEL_S, W_BATCH_S, W_DELIVERY_ERR) = range(7)
 W_LAT = 8  # latency histogram buckets: kernel then batch, LAT_BUCKETS+1 each (last = +Inf)
 LAT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 W_REJECT = W_LAT + 2 * (len(LAT_BUCKETS) + 1)

@@ -5,12 +5,10 @@ import os
 import signal
 import subprocess
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import numpy as np
-import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from shared.clients import ensure_topics, make_producer

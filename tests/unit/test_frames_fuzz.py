@@ -9,7 +9,7 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from shared.errors import FrameError
@@ -162,7 +162,9 @@ def decode_or_frame_error(buf: bytes) -> None:
         f = decode(buf)
     except FrameError as e:
         assert e.reason and e.reason != "malformed", "every refusal names its check"
+        event(f"refused: {e.reason}")
         return
+    event(f"accepted: {f.kind.name.lower()}")
     check_invariants(f, buf)
     rebuf = reencode(f)
     again = decode(rebuf)

@@ -148,3 +148,39 @@ def test_worker_pauses_at_batch_boundary_and_acks():
         w._pause_if_asked()
         assert a.control[S.C_ACK] == 7
         del w
+
+
+def test_settings_from_flags_and_environment():
+    s = TrainerSettings.from_args(
+        ["--workers", "3", "--bits", "12", "--key-id", "01" * 8, "--algorithm", "mmh3_public",
+         "--optimizer", "ftrl", "--l1", "0.5", "--until-caught-up", "--no-publish"],
+        env={"HASHBRIDGE_BOOTSTRAP": "b:1", "HASHBRIDGE_TOPIC_PREFIX": "x.", "HASHBRIDGE_CHECKPOINT_DIR": "/c"})
+    assert s.workers == 3 and s.bits == 12 and s.until_caught_up and not s.publish
+    assert s.spec == SpecId(Algorithm.MMH3_PUBLIC, 12, False, b"\x01" * 8)
+    assert s.hyper.optimizer is Optimizer.FTRL and s.hyper.l1 == 0.5
+    assert s.kafka.bootstrap == "b:1" and s.kafka.topics.train == "x.train" and str(s.checkpoint_dir) == "/c"
+    cfg = s.consumer_config()
+    assert cfg["enable.auto.offset.store"] is False and cfg["group.id"] == "hb-trainer"
+    with pytest.raises(ValueError):
+        Hyper(Optimizer.ADAGRAD, l1=0.1)  # L1 is FTRL's
+
+
+def test_supervisor_restore_and_caught_up(tmp_path: Path):
+    from trainer.supervisor import Supervisor
+
+    settings = TrainerSettings(bits=4, workers=2, checkpoint_dir=tmp_path, publish=False)
+    sup = Supervisor(settings)
+    ck = Checkpoint(3, "hb.train", {0: 5, 2: 9}, np.ones((16, 2), np.float32), np.array([0.25, 2.0]),
+                    np.full(K.STATS_LEN, 2.0), settings.hyper, SpecId(SPEC.algorithm, 4, False, SPEC.key_id))
+    with S.SharedState(bits=4, workers=2, partitions=4) as a:
+        sup.arrays = a
+        a.stats[1] = 7.0
+        sup._restore(ck)
+        assert list(a.offsets) == [5, -1, 9, -1] and a.records() == 2 and not a.stats[1].any()
+        assert spec_from_control(a.control, 4) == ck.spec
+        assert sup.caught_up({0: (0, 5), 1: (3, 3), 2: (0, 9)})
+        assert not sup.caught_up({0: (0, 6)})
+        assert not sup.caught_up({1: (0, 1)})
+        snap = sup._capture()
+        assert snap.offsets == {0: 5, 2: 9} and snap.version == 1 and snap.records == 2
+        sup.arrays = None
