@@ -140,7 +140,9 @@ def _print_text(listing: Listing, out: TextIO) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hashbridge dlq", description=__doc__.splitlines()[0].strip("`"))
+    p = argparse.ArgumentParser(
+        prog="hashbridge dlq",
+        description="List the dead-letter records of the DLQ topic and count them per reason.")
     p.add_argument("--bootstrap", help=f"Kafka bootstrap servers (default: ${ENV_BOOTSTRAP}, else localhost:9092)")
     p.add_argument("--prefix", help=f"topic prefix (default: ${ENV_PREFIX}, else 'hb.')")
     p.add_argument("--limit", type=int, default=DEFAULT_LIMIT,

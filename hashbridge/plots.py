@@ -6,7 +6,7 @@ from pathlib import Path
 
 def learning_curve(points: list[dict[str, float]], path: str | Path, baseline: dict[str, float] | None = None,
                    title: str = "hashbridge on UCI Adult") -> Path:
-    """Progressive logloss and AUC against records seen; dashed lines: the exact baseline on test."""
+    """Logloss and AUC against records seen; dashed lines: the exact baseline on test."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -14,8 +14,8 @@ def learning_curve(points: list[dict[str, float]], path: str | Path, baseline: d
 
     xs = [p["records"] for p in points]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(xs, [p["logloss"] for p in points], marker=".", label="progressive (trainer)")
-    ax2.plot(xs, [p["auc"] for p in points], marker=".", label="progressive (trainer)")
+    ax1.plot(xs, [p["logloss"] for p in points], marker=".", label="hashbridge model (test)")
+    ax2.plot(xs, [p["auc"] for p in points], marker=".", label="hashbridge model (test)")
     if baseline:
         ax1.axhline(baseline["logloss"], ls="--", c="gray", label="exact one-hot LR (test)")
         ax2.axhline(baseline["auc"], ls="--", c="gray", label="exact one-hot LR (test)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import operator
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, Mapping
@@ -188,9 +189,19 @@ class Hasher:
         self._imask = (1 << schema.bits) - 1
         self._label_col = schema.label.column if schema.label is not None else ""
         self._record_fields = [(name, rule, {}) for name, rule in self.rules.items()]
+        # fast record path: one C-level map over per-field caches of input string -> index, taken
+        # when every value is a cached string (no values array, no crosses needed)
+        self._fast_ok = bool(self.rules) and not self.needs_values and not self.cross_fields
+        self._fast_by_name: dict[str, dict[str, int]] = {name: {} for name in self.rules}
+        self._fast_caches = [self._fast_by_name[name] for name in self.rules]
+        names = list(self.rules)
+        self._getter = (operator.itemgetter(*names) if len(names) > 1
+                        else (lambda rec, _n=names[0]: (rec[_n],)))
+        self._label_cache: dict[str, int] = {}
         self._entry_cache: dict[str, dict[str, int]] = {}
         self._key = key  # only for the numba kernel of the keyed mode; None disables it
         self._blake: Any = None
+        self._max_dictionary: dict[str, int] = {}
         self._missing_array = pa.array(sorted(schema.missing_values), type=pa.string())
 
     # ---- record at a time -------------------------------------------------------------------
@@ -207,14 +218,28 @@ class Hasher:
                ) -> tuple[int, list[int], list[float]]:
         """(label or -1, indices, values) of one record; raises :class:`RecordError` for a bad one.
 
+        ``values`` may be empty when the schema needs none (unsigned, no raw numbers).
+
         Resolved values are cached per (field, input string), so a repeated value costs one dict
         lookup; the cache is emptied when it grows past its bound.
         """
         label = -1
         if with_label and self.label_rule is not None:
-            label = self.label_rule.label(record.get(self._label_col))
+            lv = record.get(self._label_col)
+            label = self._label_cache.get(lv, -1) if type(lv) is str else -1
             if label < 0:
-                raise _record_error("bad_label", self._label_col)
+                label = self.label_rule.label(lv)
+                if label < 0:
+                    raise _record_error("bad_label", self._label_col)
+                if type(lv) is str and len(self._label_cache) < 1024:
+                    self._label_cache[lv] = label
+        if self._fast_ok:
+            try:
+                idx = list(map(dict.get, self._fast_caches, self._getter(record)))
+            except (KeyError, TypeError):  # a field absent from the record, or an unhashable value
+                idx = [None]
+            if None not in idx:
+                return label, idx, []
         indices: list[int] = []
         values: list[float] = []
         texts: dict[str, str | None] = {}
@@ -228,7 +253,10 @@ class Hasher:
                 if type(v) is str:
                     if len(cache) >= self.cache.limit:
                         cache.clear()
+                        self._fast_by_name[name].clear()
                     cache[v] = hit
+                    if hit[0] >= 0:
+                        self._fast_by_name[name][v] = hit[0]
             if hit[0] >= 0:
                 indices.append(hit[0])
                 values.append(hit[1])
@@ -284,12 +312,22 @@ class Hasher:
         outcomes = [rule.outcome(e) for e in entries] if rule is not None else entries
         return codes, outcomes
 
+    def distinct(self) -> dict[str, int]:
+        """Distinct values seen per field (an estimate: caches are bounded, numba batches uncached)."""
+        out = dict(self._max_dictionary)
+        for cache in (self.cache.distinct(), {f: len(c) for f, c in self._entry_cache.items()},
+                      {f: len(c) for f, c in self._fast_by_name.items()}):
+            for f, n in cache.items():
+                out[f] = max(out.get(f, 0), n)
+        return out
+
     def _vector_entries(self, name: str, dictionary: pa.Array) -> np.ndarray:
         """Entry codes of a large categorical dictionary, hashed in one numba call (keyed BLAKE2b)."""
         if self._blake is None:
             from producer.blake2 import KeyedBlake2
 
             self._blake = KeyedBlake2(self._key)
+        self._max_dictionary[name] = max(self._max_dictionary.get(name, 0), len(dictionary))
         trimmed = pc.utf8_trim(dictionary.cast(pa.string()), characters=WHITESPACE)
         if trimmed.null_count:
             trimmed = pc.fill_null(trimmed, "")

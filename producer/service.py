@@ -160,6 +160,6 @@ class ProducerService:
             r.records_sent, r.records_acked, r.frames = stats.records_sent, stats.records_acked, stats.frames_sent
             r.delivery_errors = stats.frames_failed + remaining
             r.elapsed = time.monotonic() - t0
-            for f, n in self.hasher.cache.distinct().items():
+            for f, n in self.hasher.distinct().items():
                 self.metrics.distinct.labels(f).set(n)
         return r

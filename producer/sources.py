@@ -22,7 +22,7 @@ from shared.errors import ConfigError, RecordError
 
 from producer.schema import Schema
 
-DEFAULT_BLOCK_BYTES = 4 << 20
+DEFAULT_BLOCK_BYTES = 16 << 20
 DICT_STRING = pa.dictionary(pa.int32(), pa.string())
 
 

@@ -91,6 +91,18 @@ def test_columnar_and_record_paths_agree_on_adult(adult_schema, tmp_path, varian
         assert not (np.diff(col[1]) == np.diff(col[1])[0]).all()  # rows with "?" are shorter
 
 
+def test_numba_kernel_path_agrees_with_record_path(adult_schema, monkeypatch):
+    import producer.hashing as hashing
+
+    monkeypatch.setattr(hashing, "VECTOR_MIN_ENTRIES", 1)  # every categorical dictionary goes to numba
+    hasher = make_hasher(adult_schema, KEY)
+    labels, offsets, indices, _, _ = _columnar(hasher, adult_schema, ADULT / "adult.test")
+    assert hasher._blake is not None
+    rec = _recordwise(make_hasher(adult_schema, KEY), _csv_records(ADULT / "adult.test", adult_schema.names))
+    np.testing.assert_array_equal(indices, rec[2])
+    np.testing.assert_array_equal(offsets, rec[1])
+
+
 def test_indices_are_feature_hasher_of_documented_value_strings(adult_schema):
     hasher = make_hasher(adult_schema, KEY)
     fh = FeatureHasher.keyed(KEY, 20)

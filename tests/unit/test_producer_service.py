@@ -112,3 +112,22 @@ def test_stop_ends_the_loop_and_flushes(tmp_path):
     svc.stop()
     report = svc.run()
     assert report.stopped and report.records_acked == report.records_read
+
+
+def test_metrics_go_to_the_injected_registry(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    (tmp_path / "s.toml").write_text(SCHEMA)
+    schema = load_schema(tmp_path / "s.toml")
+    data = tmp_path / "in.csv"
+    data.write_text("\n".join(ROWS) + "\n")
+    registry = CollectorRegistry()
+    hasher = make_hasher(schema, KEY)
+    svc = ProducerService(ProducerSettings(), hasher, open_source(str(data), schema, schema.input_columns),
+                          FakePublisher(), ProducerMetrics(registry))  # type: ignore[arg-type]
+    svc.run()
+    assert registry.get_sample_value("hb_producer_bad_records_total", {"reason": "wrong_column_count"}) == 2
+    assert registry.get_sample_value("hb_producer_bad_records_total", {"reason": "bad_number"}) == 1
+    assert registry.get_sample_value("hb_producer_distinct_values", {"field": "color"}) == 4  # red blue ? green
+    assert registry.get_sample_value("hb_producer_key_info", {"key_id": hasher.spec.key_id_hex,
+                                                              "spec": str(hasher.spec)}) == 1.0
