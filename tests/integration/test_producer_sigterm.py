@@ -11,7 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from producer.keys import write_key
 from shared.clients import ensure_pipeline_topics
@@ -41,10 +41,13 @@ def _messages(bootstrap: str, topic: str) -> list[bytes]:
 
 
 def _count(bootstrap: str, topic: str) -> int:
+    """Messages in ``topic``; 0 while a fresh topic has no leaders yet."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "w"})
     try:
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
         return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts)
+    except KafkaException:
+        return 0
     finally:
         c.close()
 

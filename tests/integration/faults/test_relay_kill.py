@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from producer.keys import write_key
 from shared.clients import ensure_pipeline_topics
@@ -39,6 +39,8 @@ def _dest_records(bootstrap: str, topic: str) -> int:
     try:
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
         return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts)
+    except KafkaException:  # a fresh topic without leaders yet
+        return 0
     finally:
         c.close()
 
