@@ -32,8 +32,12 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
+# make exits 2 whatever failed; PYTEST_STATUS_FILE (set by .ci/run) receives pytest's own status.
 test: venv
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	@echo "$(BIN)/python -m pytest tests $(PYTEST_ARGS)"
+	@status=0; $(BIN)/python -m pytest tests $(PYTEST_ARGS) || status=$$?; \
+	  if [[ -n "$${PYTEST_STATUS_FILE:-}" ]]; then echo "$$status" > "$$PYTEST_STATUS_FILE"; fi; \
+	  exit "$$status"
 
 test-fast: venv
 	$(BIN)/python -m pytest tests -m 'not slow' $(PYTEST_ARGS)

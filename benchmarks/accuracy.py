@@ -140,6 +140,7 @@ def study(names: list[str], ctr: list[np.ndarray], cte: list[np.ndarray], ytr: n
         keyed.append((digest_matrix(ctr, names), digest_matrix(cte, names)))
     C.BENCH_KEY = KEYS[0]
     mm = (digest_matrix(ctr, names, "mmh3"), digest_matrix(cte, names, "mmh3"))
+    pairs = np.unique(keyed[0][0])  # one digest per distinct training (field, value) pair
     rows = []
     for bits in bits_range:
         per_key = [_fit_eval(dtr, dte, ytr, yte, bits, False) for dtr, dte in keyed]
@@ -150,6 +151,8 @@ def study(names: list[str], ctr: list[np.ndarray], cte: list[np.ndarray], ytr: n
                "signed": _fit_eval(*keyed[0], ytr, yte, bits, True),
                "mmh3": _fit_eval(*mm, ytr, yte, bits, False)}
         row["mmh3_minus_blake2b"] = row["mmh3"]["auc"] - row["auc"]
+        _, counts = np.unique(pairs & np.uint64((1 << bits) - 1), return_counts=True)
+        row["pairs_sharing_a_bucket"] = int(counts[counts > 1].sum())  # first key, training pairs
         rows.append(row)
     out["curve"] = rows
     return out

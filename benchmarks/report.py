@@ -202,9 +202,9 @@ def _accuracy(results: dict) -> list[str]:
                      + (f" (outside at 2^{', 2^'.join(map(str, outside))})" if outside else ""))
         lines.append("")
         rows = [[f"2^{r['bits']}", r["auc"], r["logloss"], f"{r['auc_key_sd']:.5f}", r["signed"]["auc"], r["mmh3"]["auc"],
-                 f"{r['mmh3_minus_blake2b']:+.5f}"] for r in res["curve"]]
+                 f"{r['mmh3_minus_blake2b']:+.5f}", r.get("pairs_sharing_a_bucket")] for r in res["curve"]]
         lines += _table(["buckets", "AUC (BLAKE2b, mean over keys)", "logloss", "AUC sd over keys", "AUC signed",
-                         "AUC mmh3", "mmh3 − BLAKE2b"], rows)
+                         "AUC mmh3", "mmh3 − BLAKE2b", "training pairs sharing a bucket"], rows)
     return lines + ["![AUC against bits](plots/auc_vs_bits.png)", ""]
 
 

@@ -9,6 +9,7 @@ Node ids are Kafka broker ids (1, 2, 3), the numbers partition metadata names as
 from __future__ import annotations
 
 import base64
+import ctypes
 import fcntl
 import hashlib
 import json
@@ -258,8 +259,9 @@ def wait_ready(bootstrap: str, *, brokers: int = 1, node_id: int | None = None,
     """Block until ``bootstrap`` answers a metadata request listing enough brokers.
 
     ``failed`` is asked between attempts and returns a reason to give up early (the process
-    exited). Each attempt blocks inside librdkafka for at most a second; there is no sleep.
-    Returns the seconds it took; raises :class:`BrokerStartError` at the deadline.
+    exited). Each attempt blocks inside librdkafka for at most a second (no fixed sleep);
+    ``extra`` adds client settings (SASL). Returns the seconds it took; raises
+    :class:`BrokerStartError` at the deadline.
     """
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
@@ -295,13 +297,7 @@ def _is_broker(pid: int, config_path: Path) -> bool:
         except OSError:
             return False
         return b"kafka.Kafka" in cmdline and str(config_path).encode() in cmdline
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return _alive(pid)
 
 
 def _wait_exit(pid: int, child: subprocess.Popen[bytes] | None, timeout: float) -> bool:
@@ -327,6 +323,20 @@ def _wait_exit(pid: int, child: subprocess.Popen[bytes] | None, timeout: float) 
         return bool(poller.poll(timeout * 1000))
     finally:
         os.close(fd)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when its parent dies (else None).
+
+    For brokers a test session starts: a killed pytest must not leave JVMs behind. prctl is
+    looked up here, in the parent, so the child only makes one C call between fork and exec.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+    return lambda: prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _alive(pid: int) -> bool:
@@ -396,10 +406,11 @@ class Cluster:
     """
 
     def __init__(self, data_dir: Path, layout: Layout,
-                 extra_config: Mapping[str, str] | None = None) -> None:
+                 extra_config: Mapping[str, str] | None = None, *, detach: bool = True) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.layout = layout
         self.extra_config = dict(extra_config or {})
+        self.detach = detach
         self.ready_seconds: float | None = None
         self.already_running = False
         self._pids: dict[int, int] = {}
@@ -575,7 +586,8 @@ class Cluster:
                            str(self._config_path(node.node_id)))
         with open(node_dir / "stdout.log", "ab") as out:
             child = subprocess.Popen(cmd, cwd=node_dir, stdin=subprocess.DEVNULL, stdout=out,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=None if self.detach else _die_with_parent())
         self._children[node.node_id] = child
         self._pids[node.node_id] = child.pid
         write_state(self.data_dir, self.layout, self._pids)

@@ -39,7 +39,7 @@ _USER_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 def start_cluster(brokers: int = 1, port: int | None = None, data_dir: Path | str | None = None,
                   *, sasl_users: Mapping[str, str] | None = None,
                   extra_config: Mapping[str, str] | None = None,
-                  timeout: float = READY_TIMEOUT) -> Cluster:
+                  timeout: float = READY_TIMEOUT, detach: bool = True) -> Cluster:
     """Start a local KRaft cluster of ``brokers`` combined nodes and wait until it answers.
 
     ``port`` is node 1's client port (default: the one this data dir used last, else 9092); the
@@ -47,6 +47,7 @@ def start_cluster(brokers: int = 1, port: int | None = None, data_dir: Path | st
     (PLAIN) listener per node beside the plaintext one (``Cluster.sasl_bootstrap``).
     ``extra_config`` overrides broker settings. If the cluster in ``data_dir`` already runs and
     answers, it is returned as is (``already_running`` set); a stopped node is started again.
+    ``detach=False`` (test fixtures) makes the brokers die with this process (Linux).
     """
     if brokers not in (1, 3):
         raise ConfigError(f"brokers must be 1 or 3, not {brokers}")
@@ -66,10 +67,11 @@ def start_cluster(brokers: int = 1, port: int | None = None, data_dir: Path | st
         if len(existing.running()) == brokers and existing.healthy():
             existing.already_running = True
             return existing
+        existing.extra_config, existing.detach = dict(extra_config or {}), detach
         existing.start(timeout)
         return existing
     layout = _plan(root, existing.layout if existing else None, brokers, port, sasl_users)
-    cluster = Cluster(root, layout, extra_config)
+    cluster = Cluster(root, layout, extra_config, detach=detach)
     cluster.start(timeout)
     return cluster
 
@@ -135,10 +137,12 @@ class KafkaLease:
 
 
 def resolve_bootstrap(*, use_docker: bool = False, data_dir: Path | str | None = None,
-                      port: int | None = None, timeout: float = READY_TIMEOUT) -> KafkaLease:
+                      port: int | None = None, timeout: float = READY_TIMEOUT,
+                      detach: bool = True) -> KafkaLease:
     """Find the Kafka cluster to use, starting one if needed (see the module docstring).
 
     ``use_docker`` is for test fixtures: the demo and the services use the local broker.
+    ``close()`` on the lease stops only what this call started.
     """
     env = os.environ.get(BOOTSTRAP_ENV, "").strip()
     if env:
@@ -146,7 +150,7 @@ def resolve_bootstrap(*, use_docker: bool = False, data_dir: Path | str | None =
         return KafkaLease(env, "env")
     if use_docker and docker_available():
         return _docker_kafka(timeout)
-    cluster = start_cluster(1, port=port, data_dir=data_dir, timeout=timeout)
+    cluster = start_cluster(1, port=port, data_dir=data_dir, timeout=timeout, detach=detach)
     close: Callable[[], object] = (lambda: None) if cluster.already_running else cluster.stop
     return KafkaLease(cluster.bootstrap, "local", close, cluster)
 
@@ -166,8 +170,8 @@ def docker_available() -> bool:
 
 
 def docker_env_name(key: str) -> str:
-    """The apache/kafka image's env name for a broker property (``.``->``_``, ``_``->``__``)."""
-    return "KAFKA_" + key.replace("-", "___").replace("_", "__").replace(".", "_").upper()
+    """The apache/kafka image's env name for a property: ``_``->``__``, ``-``->``___``, ``.``->``_``."""
+    return "KAFKA_" + key.replace("_", "__").replace("-", "___").replace(".", "_").upper()
 
 
 def _docker_kafka(timeout: float) -> KafkaLease:

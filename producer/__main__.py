@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--relay-group", default="hb-relay", help="relay mode: consumer group on the source")
     p.add_argument("--idle-exit", type=float, help="relay mode: exit after this many seconds without input")
     p.add_argument("--frame-records", type=int, default=DEFAULT_FRAME_RECORDS, help="records per frame")
-    p.add_argument("--partitioning", choices=["roundrobin", "random"], default="roundrobin")
+    p.add_argument("--partitioning", choices=["roundrobin", "random", "key"], default="roundrobin",
+                   help="roundrobin over partitions (default), random, or key: one random key per run")
     p.add_argument("--partitions", type=int, default=4, help="partitions of topics this command creates")
     p.add_argument("--no-create-topics", action="store_true", help="do not create missing pipeline topics")
     p.add_argument("--strict", action="store_true", help="stop at the first bad record")

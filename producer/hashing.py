@@ -8,8 +8,6 @@ numpy, which keeps the keyed hash off the per-row budget.
 """
 from __future__ import annotations
 
-import bisect
-import math
 import operator
 from dataclasses import dataclass
 from itertools import repeat
@@ -20,135 +18,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shared.errors import ConfigError, RecordError
-from shared.hashspec import FeatureHasher, feature_bytes
+from shared.hashspec import FeatureHasher
 
-from producer.schema import BIN_PREFIX, CROSS_FIELD_JOIN, CROSS_VALUE_JOIN, Schema
+from producer.rules import CACHE_LIMIT, WHITESPACE, ColumnRule, DigestCache, LabelRule, Outcome, as_text
+from producer.schema import CROSS_FIELD_JOIN, CROSS_VALUE_JOIN, Schema
 
-WHITESPACE = " \t\n\r\x0b\x0c"  # stripped from both ends of every input string (ASCII only)
+__all__ = ["CACHE_LIMIT", "WHITESPACE", "ColumnRule", "DigestCache", "EncodedBatch", "Hasher", "LabelRule",
+           "Outcome", "as_text", "make_hasher"]
+
 VECTOR_MIN_ENTRIES = 2048  # a dictionary this large is hashed by the numba kernel, not value by value
-CACHE_LIMIT = 1 << 20  # digests kept per field; the cache is emptied when it grows past this
 _MISS, _CODE_ABSENT, _CODE_BAD = -3, -1, -2  # fast-path entry codes besides indices >= 0
-
-
-def as_text(value: Any) -> str | None:
-    """The text of an input value: strings stripped, JSON scalars written as JSON would."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value.strip(WHITESPACE)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return str(value)
 
 
 def _record_error(reason: str, column: str) -> RecordError:
     err = RecordError(f"{reason} in column {column}", reason)
     err.column = column  # type: ignore[attr-defined]
     return err
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one input value becomes: a value string (None: no feature) and the feature's value."""
-
-    text: str | None
-    value: float = 1.0
-    error: str | None = None  # a RecordError reason: the record is skipped
-
-
-class ColumnRule:
-    """The value-string rule of one feature column (see ``docs/schema.md``)."""
-
-    def __init__(self, schema: Schema, name: str) -> None:
-        self.name = name
-        self.missing_values = schema.missing_values
-        self.missing = Outcome(schema.missing_token)
-        self.edges: list[float] = []
-        self.raw = False
-        self.numeric = False
-        for col in schema.numeric:
-            if col.name == name:
-                self.numeric, self.raw = True, col.raw
-                if not col.raw:
-                    if col.edges is None:
-                        raise ConfigError(f"numeric column {name} has no edges yet: run 'hashbridge schema fit'")
-                    self.edges = [float(e) for e in col.edges]
-
-    def outcome(self, value: Any) -> Outcome:
-        text = as_text(value)
-        if text is None or text in self.missing_values:
-            return self.missing
-        if not self.numeric:
-            return Outcome(text)
-        try:
-            x = float(text)
-        except ValueError:
-            return Outcome(None, error="bad_number")
-        if math.isnan(x):
-            return self.missing
-        if self.raw:
-            return Outcome("", x)
-        return Outcome(BIN_PREFIX + str(bisect.bisect_right(self.edges, x)))
-
-
-class LabelRule:
-    def __init__(self, schema: Schema) -> None:
-        assert schema.label is not None
-        self.positive, self.negative = schema.label.positive, schema.label.negative
-        self.missing_values = schema.missing_values
-
-    def label(self, value: Any) -> int:
-        """0 or 1; -1 for a missing or unknown label (a bad record)."""
-        text = as_text(value)
-        if text is None:
-            return -1
-        if text in self.positive:
-            return 1
-        if self.negative is None:
-            return -1 if text in self.missing_values else 0
-        return 0 if text in self.negative else -1
-
-
-class DigestCache:
-    """Per-field digests of value strings, so a repeated value costs a dict lookup."""
-
-    def __init__(self, hasher: FeatureHasher, limit: int = CACHE_LIMIT) -> None:
-        self.hasher, self.limit = hasher, limit
-        self.fields: dict[str, dict[str, int]] = {}
-        self.hashed = 0  # keyed digests computed (cache misses)
-
-    def digest(self, field: str, text: str) -> int:
-        cache = self.fields.get(field)
-        if cache is None:
-            cache = self.fields[field] = {}
-        d = cache.get(text)
-        if d is None:
-            if len(cache) >= self.limit:
-                cache.clear()
-            d = cache[text] = self.hasher.digest64(feature_bytes(field, text))
-            self.hashed += 1
-        return d
-
-    def digests(self, field: str, texts: list[str]) -> np.ndarray:
-        cache = self.fields.get(field)
-        if cache is None or len(cache) + len(texts) > self.limit:
-            if cache is not None:
-                cache.clear()
-            cache = self.fields[field] = {}
-        get, out = cache.get, []
-        for t in texts:
-            d = get(t)
-            if d is None:
-                d = cache[t] = self.hasher.digest64(feature_bytes(field, t))
-                self.hashed += 1
-            out.append(d)
-        return np.array(out, dtype=np.uint64)
-
-    def distinct(self) -> dict[str, int]:
-        """Distinct values seen per field since the cache was last emptied (an estimate)."""
-        return {f: len(c) for f, c in self.fields.items()}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -214,6 +99,31 @@ class Hasher:
         sign = -1.0 if (self.schema.signed and d >> 63) else 1.0
         return d & self._imask, out.value * sign, out.text, None
 
+    def _fill_misses(self, idx: list[int | None], vals: tuple[Any, ...]) -> list[int]:
+        """Resolve the values the fast caches did not hold (first sightings, non-string values)."""
+        out: list[int] = []
+        for j, code in enumerate(idx):
+            if code is None:
+                name, rule, cache = self._record_fields[j]
+                v = vals[j]
+                hit = cache.get(v) if type(v) is str else None
+                if hit is None:
+                    hit = self._resolve(name, rule, v)
+                    if type(v) is str:
+                        if len(cache) >= self.cache.limit:
+                            cache.clear()
+                            self._fast_by_name[name].clear()
+                        cache[v] = hit
+                        if hit[0] >= 0:
+                            self._fast_by_name[name][v] = hit[0]
+                if hit[3] is not None:
+                    raise _record_error(hit[3], name)
+                if hit[0] < 0:
+                    continue
+                code = hit[0]
+            out.append(code)
+        return out
+
     def record(self, record: Mapping[str, Any], with_label: bool = True
                ) -> tuple[int, list[int], list[float]]:
         """(label or -1, indices, values) of one record; raises :class:`RecordError` for a bad one.
@@ -235,10 +145,13 @@ class Hasher:
                     self._label_cache[lv] = label
         if self._fast_ok:
             try:
-                idx = list(map(dict.get, self._fast_caches, self._getter(record)))
+                vals = self._getter(record)
+                idx = list(map(dict.get, self._fast_caches, vals))
             except (KeyError, TypeError):  # a field absent from the record, or an unhashable value
-                idx = [None]
-            if None not in idx:
+                idx = None
+            if idx is not None:
+                if None in idx:
+                    idx = self._fill_misses(idx, vals)
                 return label, idx, []
         indices: list[int] = []
         values: list[float] = []

@@ -7,6 +7,7 @@ it commits its source offsets.
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -36,7 +37,7 @@ class Deliveries:
 
 
 class FramePublisher:
-    """Sends encoded frames to one topic, round-robin over its partitions or at random."""
+    """Sends encoded frames to one topic: round-robin over its partitions, at random, or by a run key."""
 
     def __init__(self, config: dict[str, Any], topic: str, metrics: ProducerMetrics,
                  partitioning: str = "roundrobin", producer: Producer | None = None) -> None:
@@ -45,6 +46,9 @@ class FramePublisher:
         self.stats = Deliveries()
         self._next = 0
         self.partitions: list[int] = []
+        # "key": every frame of this run carries one random key, so the run stays in order on one
+        # partition (several producers then spread by key); the key says nothing about the data
+        self.run_key = secrets.token_bytes(8) if partitioning == "key" else None
         if partitioning == "roundrobin":
             try:
                 meta = self.producer.list_topics(topic, timeout=10)
@@ -73,6 +77,7 @@ class FramePublisher:
     def send(self, payload: bytes, n_records: int, key: bytes | None = None) -> None:
         """Hand a frame to the client; waits (serving callbacks) while its queue is full."""
         kwargs: dict[str, Any] = {"value": payload, "on_delivery": self._callback(n_records, len(payload))}
+        key = key if key is not None else self.run_key
         if key is not None:
             kwargs["key"] = key
         if self.partitions and key is None:

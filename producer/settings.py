@@ -16,7 +16,7 @@ class ProducerSettings:
 
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     frame_records: int = DEFAULT_FRAME_RECORDS
-    partitioning: str = "roundrobin"  # roundrobin | random
+    partitioning: str = "roundrobin"  # roundrobin | random | key (one random key per run)
     strict: bool = False  # stop at the first bad record instead of counting and skipping it
     metrics_port: int = 0  # 0: no HTTP endpoint
     progress: bool = True
@@ -27,8 +27,8 @@ class ProducerSettings:
     def __post_init__(self) -> None:
         if self.frame_records < 1:
             raise ValueError("frame_records must be >= 1")
-        if self.partitioning not in ("roundrobin", "random"):
-            raise ValueError("partitioning must be 'roundrobin' or 'random'")
+        if self.partitioning not in ("roundrobin", "random", "key"):
+            raise ValueError("partitioning must be 'roundrobin', 'random' or 'key'")
 
     def kafka_config(self) -> dict[str, Any]:
         return producer_config(self.kafka, **{"compression.type": self.compression,

@@ -258,6 +258,10 @@ def worker_main(settings: TrainerSettings, handle: S.ShmHandle, index: int, pare
         worker = Worker(settings, arrays, index, consumer,
                         make_producer(settings.kafka, on_delivery=delivered), parent_pid=parent_pid)
         signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+        # join the group only when every worker is ready: one rebalance instead of N
+        arrays.control[arrays.ready_word(index)] = 1
+        while not arrays.control[S.C_GO] and not worker._stopping():
+            time.sleep(0.005)
         worker.subscribe()
         try:
             worker.run()

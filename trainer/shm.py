@@ -26,8 +26,9 @@ PREFIX = "hbtrain_"
 _NAME = re.compile(rf"^{PREFIX}(\d+)_[0-9a-f]+$")
 
 # control words (int64)
-C_PAUSE, C_EPOCH, C_STOP, C_SPEC_SET, C_SPEC_ALG, C_SPEC_SIGNED, C_SPEC_KEY = range(7)
+C_PAUSE, C_EPOCH, C_STOP, C_SPEC_SET, C_SPEC_ALG, C_SPEC_SIGNED, C_SPEC_KEY, C_GO = range(8)
 C_ACK = 8  # C_ACK + worker: the last pause epoch the worker acknowledged at a batch boundary
+# C_ACK + workers + worker: 1 once the worker is warmed up and waits for C_GO to join the group
 # per-worker counters (float64; monotonic across restores, for metrics)
 (W_RECORDS, W_FRAMES, W_BYTES, W_BATCHES, W_KERNEL_S, W_BATCH_S, W_DELIVERY_ERR) = range(7)
 W_LAT = 8  # latency histogram buckets: kernel then batch, LAT_BUCKETS+1 each (last = +Inf)
@@ -57,7 +58,7 @@ class ShmHandle:
             ("counters", (self.workers, W_LEN), np.float64),
             ("offsets", (self.partitions,), np.int64),
             ("highwater", (self.partitions,), np.int64),
-            ("control", (C_ACK + self.workers,), np.int64),
+            ("control", (C_ACK + 2 * self.workers,), np.int64),
         ]
 
     @property
@@ -87,6 +88,9 @@ class SharedArrays:
             count = int(np.prod(shape))
             setattr(self, name, np.frombuffer(buf, dt, count, pos).reshape(shape))
             pos += _aligned(count * np.dtype(dt).itemsize)
+
+    def ready_word(self, worker: int) -> int:
+        return C_ACK + self.handle.workers + worker
 
     def records(self) -> int:
         """Records learned by the model so far (the exactly-once count)."""

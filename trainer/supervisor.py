@@ -100,6 +100,7 @@ class Supervisor:
     # --- workers ---
     def _start_worker(self, index: int) -> Any:
         assert self.arrays is not None
+        self.arrays.control[self.arrays.ready_word(index)] = 0
         p = self._ctx.Process(target=worker_main, name=f"trainer-worker-{index}",
                               args=(self.s, self.arrays.handle, index, os.getpid()), daemon=True)
         p.start()
@@ -126,9 +127,19 @@ class Supervisor:
                     cause, self.last.version if self.last else 0)
         self._stop_workers()
         self._restore(self.last)
+        self.arrays.control[S.C_GO] = 0  # type: ignore[union-attr]
         self.restarts += 1
         self.metrics.restarts.labels(cause).inc()
         self.procs = [self._start_worker(i) for i in range(self.s.workers)]
+
+    def _release_when_ready(self) -> bool:
+        """Let the workers join the group together, once all are warmed up; True once released."""
+        a = self.arrays
+        assert a is not None
+        if not a.control[S.C_GO] and all(a.control[a.ready_word(i)] for i in range(len(self.procs))):
+            a.control[S.C_GO] = 1
+            log.info("%d workers ready; joining the consumer group", len(self.procs))
+        return bool(a.control[S.C_GO])
 
     def _check_workers(self) -> None:
         for i, p in enumerate(self.procs):
@@ -246,6 +257,7 @@ class Supervisor:
             while not self._stop:
                 time.sleep(_TICK)
                 self._check_workers()
+                released = self._release_when_ready()  # no checkpoint while workers wait to join
                 n = self.arrays.records()
                 if ends is not None and self.caught_up(ends):
                     log.info("caught up with the end offsets at start")
@@ -255,7 +267,8 @@ class Supervisor:
                 if deadline is not None and time.monotonic() > deadline:
                     break
                 now = time.monotonic()
-                if n - last_ckpt_n >= s.checkpoint_records or now - last_ckpt_t >= s.checkpoint_seconds:
+                if released and (n - last_ckpt_n >= s.checkpoint_records
+                                 or now - last_ckpt_t >= s.checkpoint_seconds):
                     if self.checkpoint() is not None:
                         last_ckpt_n, last_ckpt_t = n, now
                 if now - last_report_t >= s.report_seconds:

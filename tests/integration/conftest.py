@@ -83,7 +83,7 @@ class TopicFactory:
 def kafka_lease(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaLease]:
     """The session's Kafka and how it was found (``.source``: env, docker or local)."""
     lease = resolve_bootstrap(use_docker=True, data_dir=tmp_path_factory.mktemp("kafka"),
-                              port=free_port())
+                              port=free_port(), detach=False)
     yield lease
     lease.close()
 
@@ -122,7 +122,7 @@ def unique_group(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def _cluster3_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = start_cluster(3, port=free_port(), data_dir=tmp_path_factory.mktemp("kafka3"),
-                            timeout=CLUSTER3_TIMEOUT)
+                            timeout=CLUSTER3_TIMEOUT, detach=False)
     yield cluster
     cluster.stop()
 

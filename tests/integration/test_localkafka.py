@@ -7,14 +7,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from hashbridge.kafkaproc import HOST, MAX_MESSAGE_BYTES, Cluster
-from hashbridge.localkafka import free_port, start_cluster
+from hashbridge.localkafka import (BOOTSTRAP_ENV, free_port, resolve_bootstrap, start_cluster,
+                                   stop_cluster)
 from shared.errors import BrokerStartError
+
+if TYPE_CHECKING:
+    from conftest import TopicFactory  # tests/integration/conftest.py
 
 CONSUME_TIMEOUT = 30.0
 
@@ -47,13 +52,23 @@ def _consume(bootstrap: str, topic: str, group: str, count: int) -> list[tuple[b
     return received
 
 
+def test_bootstrap_from_the_environment_starts_nothing(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    monkeypatch.setenv(BOOTSTRAP_ENV, "broker-a:9092,broker-b:9092")
+    with resolve_bootstrap(use_docker=True, data_dir=tmp_path) as lease:
+        assert (lease.bootstrap, lease.source, lease.cluster) == (
+            "broker-a:9092,broker-b:9092", "env", None)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_messages_round_trip(kafka_bootstrap: str, unique_topic: str, unique_group: str) -> None:
     sent = [(f"k{i}".encode(), f"v{i}".encode()) for i in range(20)]
     _produce(kafka_bootstrap, unique_topic, sent)
     assert sorted(_consume(kafka_bootstrap, unique_topic, unique_group, len(sent))) == sorted(sent)
 
 
-def test_large_frame_is_accepted(kafka_bootstrap: str, topic_factory, unique_group: str) -> None:
+def test_large_frame_is_accepted(kafka_bootstrap: str, topic_factory: TopicFactory,
+                                 unique_group: str) -> None:
     """Frames carry thousands of records: an 8 MiB message must pass the broker's limits."""
     topic = topic_factory(1)
     frame = os.urandom(8 * 1024 * 1024)
@@ -69,19 +84,22 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_up_status_down_twice(tmp_path: Path) -> None:
     port, data = str(free_port()), str(tmp_path / "kafka")
-    for _ in range(2):
-        up = _cli("up", "--port", port, "--data-dir", data)
-        assert up.returncode == 0, up.stderr
-        assert f"bootstrap: {HOST}:{port}" in up.stdout
-        again = _cli("up", "--port", port, "--data-dir", data)
-        assert again.returncode == 0 and "already running" in again.stdout, again.stderr
-        status = _cli("status", "--data-dir", data)
-        assert status.returncode == 0 and "answering" in status.stdout, status.stdout
-        down = _cli("down", "--data-dir", data)
-        assert down.returncode == 0 and "stopped" in down.stdout, down.stderr
-        status = _cli("status", "--data-dir", data)
-        assert status.returncode == 1 and "not running" in status.stdout
-    assert "not running" in _cli("down", "--data-dir", data).stdout  # idempotent
+    try:
+        for _ in range(2):
+            up = _cli("up", "--port", port, "--data-dir", data)
+            assert up.returncode == 0, up.stderr
+            assert f"bootstrap: {HOST}:{port}" in up.stdout
+            again = _cli("up", "--port", port, "--data-dir", data)
+            assert again.returncode == 0 and "already running" in again.stdout, again.stderr
+            status = _cli("status", "--data-dir", data)
+            assert status.returncode == 0 and "answering" in status.stdout, status.stdout
+            down = _cli("down", "--data-dir", data)
+            assert down.returncode == 0 and "stopped" in down.stdout, down.stderr
+            status = _cli("status", "--data-dir", data)
+            assert status.returncode == 1 and "not running" in status.stdout
+        assert "not running" in _cli("down", "--data-dir", data).stdout  # idempotent
+    finally:
+        stop_cluster(data)  # never leave a broker behind when an assertion fails
 
 
 def test_busy_port_fails_clearly(tmp_path: Path) -> None:
@@ -110,7 +128,7 @@ def test_broker_crash_names_log_and_its_last_lines(tmp_path: Path) -> None:
 
 def test_sasl_plain_listener(tmp_path: Path) -> None:
     with start_cluster(1, port=free_port(), data_dir=tmp_path,
-                       sasl_users={"alice": "alice-secret"}) as cluster:
+                       sasl_users={"alice": "alice-secret"}, detach=False) as cluster:
         assert cluster.sasl_bootstrap is not None
 
         def admin(password: str) -> AdminClient:
@@ -127,7 +145,8 @@ def test_sasl_plain_listener(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cluster3_survives_a_killed_leader(kafka_cluster3: Cluster, cluster3_topic_factory,
+def test_cluster3_survives_a_killed_leader(kafka_cluster3: Cluster,
+                                           cluster3_topic_factory: TopicFactory,
                                            unique_group: str) -> None:
     topic = cluster3_topic_factory(3)
     admin = AdminClient({"bootstrap.servers": kafka_cluster3.bootstrap})

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from hashbridge.kafkaproc import KAFKA_VERSION, POM
-from hashbridge.localkafka import DOCKER_IMAGE
+from hashbridge.kafkaproc import KAFKA_VERSION, POM, cluster_settings
+from hashbridge.localkafka import DOCKER_IMAGE, docker_env_name
 
 REPO = Path(__file__).resolve().parents[2]
 APP_SERVICES = ("producer", "trainer", "scorer")
@@ -83,3 +83,19 @@ def test_app_services_wait_for_kafka_and_topics(services: dict[str, dict[str, An
 def test_app_services_can_scale(services: dict[str, dict[str, Any]], name: str) -> None:
     assert "container_name" not in services[name]
     assert "ports" not in services[name]
+
+
+def test_compose_broker_matches_the_local_broker(services: dict[str, dict[str, Any]]) -> None:
+    """The Docker broker and the one `hashbridge kafka up` starts behave the same in tests."""
+    env = {key: str(value) for key, value in services["kafka"]["environment"].items()}
+    settings = {docker_env_name(key): value for key, value in cluster_settings(1).items()}
+    shared = set(env) & set(settings)
+    assert {"KAFKA_MESSAGE_MAX_BYTES", "KAFKA_AUTO_CREATE_TOPICS_ENABLE",
+            "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_NUM_PARTITIONS"} <= shared
+    assert {key: env[key] for key in shared} == {key: settings[key] for key in shared}
+
+
+def test_docker_env_names_follow_the_apache_image() -> None:
+    assert docker_env_name("abc.def") == "KAFKA_ABC_DEF"
+    assert docker_env_name("abc_def") == "KAFKA_ABC__DEF"
+    assert docker_env_name("abc-def") == "KAFKA_ABC___DEF"

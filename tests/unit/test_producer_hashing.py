@@ -137,3 +137,24 @@ def test_raw_numeric_goes_as_value_with_empty_value_string(tmp_path):
     _, idx, vals = make_hasher(schema, KEY).record({"a": "x", "n": " 2.5", "y": "0"})
     assert idx[1] == FeatureHasher.keyed(KEY, 20).index_sign("n", "")[0]
     assert vals == [1.0, 2.5]
+
+
+def test_parquet_and_jsonl_sources_give_the_csv_indices(adult_schema, tmp_path):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records = _csv_records(ADULT / "adult.test", adult_schema.names)[:3000]
+    table = pa.table({c: [r[c] for r in records] for c in adult_schema.names})
+    pq.write_table(table, tmp_path / "a.parquet")
+    with open(tmp_path / "a.jsonl", "w") as f:
+        for r in records:
+            f.write(json.dumps({**r, "age": int(r["age"])}) + "\n")  # numbers as JSON numbers
+    expected = _recordwise(make_hasher(adult_schema, KEY), records)
+    for name in ("a.parquet", "a.jsonl"):
+        hasher = make_hasher(adult_schema, KEY)
+        source = open_source(str(tmp_path / name), adult_schema, adult_schema.input_columns)
+        encs = [hasher.batch(c.batch) if c.batch is not None else hasher.records(c.records) for c in source]
+        np.testing.assert_array_equal(np.concatenate([e.indices for e in encs]), expected[2])
+        np.testing.assert_array_equal(np.concatenate([e.labels for e in encs]), expected[0])

@@ -184,3 +184,23 @@ def test_supervisor_restore_and_caught_up(tmp_path: Path):
         snap = sup._capture()
         assert snap.offsets == {0: 5, 2: 9} and snap.version == 1 and snap.records == 2
         sup.arrays = None
+
+
+def test_on_assign_starts_each_partition_at_the_shared_offset():
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    class AssignConsumer(FakeConsumer):
+        def assign(self, partitions):
+            self.assigned = [(tp.partition, tp.offset) for tp in partitions]
+
+    settings = TrainerSettings(kafka=KafkaSettings(topics=Topics("t.")), bits=10, workers=1)
+    with S.SharedState(bits=10, workers=1, partitions=4) as a:
+        a.offsets[2] = 17
+        c = AssignConsumer([])
+        w = Worker(settings, a, 0, c, FakeProducer())
+        w._on_assign(c, [TopicPartition("t.train", 1), TopicPartition("t.train", 2)])
+        assert c.assigned == [(1, OFFSET_BEGINNING), (2, 17)]
+        assert w.assigned == {1, 2}
+        w._on_revoke(c, [TopicPartition("t.train", 1)])
+        assert w.assigned == {2}
+        del w

@@ -66,7 +66,7 @@ def kill_loop(ks: KafkaSettings, ckpt: Path, group: str, workers: int, partition
         proc = start_trainer(args(ks, ckpt, group, workers), log_path=log)
         try:
             wait_for(lambda: snapshot_records(ckpt) > before, 120, "a snapshot from this incarnation")
-            time.sleep(rng.uniform(0.0, 0.25))  # the random kill point (not a wait for anything)
+            time.sleep(rng.uniform(0.0, 0.06))  # random kill point, often mid-backlog (not a wait)
             if k % 2:
                 os.killpg(proc.pid, signal.SIGKILL)  # supervisor and workers at once
             else:
