@@ -144,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="hashbridge dlq",
         description="List the dead-letter records of the DLQ topic and count them per reason.")
     p.add_argument("--bootstrap", help=f"Kafka bootstrap servers (default: ${ENV_BOOTSTRAP}, else localhost:9092)")
-    p.add_argument("--prefix", help=f"topic prefix (default: ${ENV_PREFIX}, else 'hb.')")
+    p.add_argument("--topic-prefix", "--prefix", dest="prefix", help=f"topic prefix (default: ${ENV_PREFIX}, else 'hb.')")
     p.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
                    help=f"show the newest N records (default {DEFAULT_LIMIT}; 0 shows all); counts cover all")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")

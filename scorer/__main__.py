@@ -22,7 +22,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "Answer score requests on <prefix>score with predictions on <prefix>predictions, using the "
         "newest complete model on <prefix>models. Flags fall back to environment variables."))
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (env HASHBRIDGE_BOOTSTRAP)")
-    p.add_argument("--prefix", help="topic name prefix (env HASHBRIDGE_TOPIC_PREFIX, default hb.)")
+    p.add_argument("--topic-prefix", "--prefix", dest="prefix", help="topic name prefix (env HASHBRIDGE_TOPIC_PREFIX, default hb.)")
     p.add_argument("--group", help="consumer group (env HASHBRIDGE_SCORER_GROUP, default hb-scorer)")
     p.add_argument("--mode", choices=sorted(MODE_DEFAULTS),
                    help="latency: small batches, no linger; throughput: large batches "

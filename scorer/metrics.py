@@ -29,9 +29,11 @@ class ScorerMetrics:
         self.request_seconds = Histogram("hb_scorer_request_seconds",
                                          "Request message timestamp to reply produced",
                                          buckets=_REQUEST, registry=r)
-        self.lag = Gauge("hb_scorer_lag", "Consumer lag in messages", ["partition"], registry=r)
+        self.lag = Gauge("hb_scorer_lag", "Consumer lag in messages", ["topic", "partition"], registry=r)
         self.model_version = Gauge("hb_scorer_model_version", "Version of the model serving", registry=r)
         self.model_age = Gauge("hb_scorer_model_age_seconds", "Seconds since the serving model was made",
                                registry=r)
         self.model_swaps = Counter("hb_scorer_model_swaps", "Models swapped in", registry=r)
+        self.delivery_errors = Counter("hb_scorer_delivery_errors",
+                                       "Replies and dead letters the broker did not take", registry=r)
         self.commits = Counter("hb_scorer_commits", "Offset commits after a reply flush", registry=r)

@@ -91,7 +91,6 @@ class ScorerService:
         served_at_start = self.records_served
         next_model = next_commit = start
         next_lag = start + s.lag_interval
-        self._stop = False
         try:
             while not self._stop:
                 now = time.monotonic()
@@ -197,6 +196,7 @@ class ScorerService:
     def _on_delivery(self, err: Any, _msg: Any) -> None:
         if err is not None:
             self._delivery_errors.append(str(err))
+            self.metrics.delivery_errors.inc()
 
     # -- offsets ---------------------------------------------------------------------------
     def _commit(self, only: set[tuple[str, int]] | None = None) -> None:
@@ -233,7 +233,7 @@ class ScorerService:
 
     def _drop_lag(self, partition: int) -> None:
         try:
-            self.metrics.lag.remove(str(partition))
+            self.metrics.lag.remove(self.settings.kafka.topics.score, str(partition))
         except KeyError:
             pass
 
@@ -246,6 +246,6 @@ class ScorerService:
                 # cached: the high watermark of the last fetch response, no broker round trip
                 _lo, hi = self._consumer.get_watermark_offsets(tp, cached=True)
                 if tp.offset >= 0:
-                    self.metrics.lag.labels(str(tp.partition)).set(max(0, hi - tp.offset))
+                    self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, hi - tp.offset))
         except KafkaException as exc:
             log.debug("lag not measured: %s", exc)

@@ -57,7 +57,7 @@ REQUIRED: dict[str, dict[str, tuple[str, frozenset[str]]]] = {
         "hb_scorer_batch_seconds": ("histogram", frozenset()),
         "hb_scorer_kernel_seconds": ("histogram", frozenset()),
         "hb_scorer_request_seconds": ("histogram", frozenset()),
-        "hb_scorer_lag": ("gauge", frozenset({"partition"})),
+        "hb_scorer_lag": ("gauge", frozenset({"topic", "partition"})),
         "hb_scorer_model_version": ("gauge", frozenset()),
         "hb_scorer_model_age_seconds": ("gauge", frozenset()),
     },
@@ -66,7 +66,6 @@ REQUIRED: dict[str, dict[str, tuple[str, frozenset[str]]]] = {
 # cases xfail until the service adds them, then pass (XPASS) and the entry should be removed
 KNOWN_MISSING = {
     ("producer", "hb_producer_batch_seconds"), ("producer", "hb_producer_hash_seconds"),
-    ("trainer", "hb_trainer_delivery_errors"), ("scorer", "hb_scorer_delivery_errors"),
 }
 SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
             "info": ("_info",), "gauge": ("",), "summary": ("", "_sum", "_count", "_created"),
