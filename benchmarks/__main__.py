@@ -12,6 +12,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUME
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402 - after the pinning on purpose
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -27,6 +28,20 @@ PARTS: dict[str, tuple[str, float, float]] = {
 BUDGET_SECONDS = 19 * 60  # the whole ``make bench`` must finish in 20 minutes on 2 cores
 
 
+def _end_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the part's process group (clean stops), then SIGKILL what is left after 10 s."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.communicate(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def _run_part(name: str, quick: bool, limit: float) -> dict:
     """Import the part lazily in a child and call ``run(quick)``; never raises.
 
@@ -39,12 +54,16 @@ def _run_part(name: str, quick: bool, limit: float) -> dict:
             f"    print('not available: %s: %s' % (type(e).__name__, e), file=sys.stderr); sys.exit(3)\n"
             f"m.run(quick={quick!r})\n")
     t0 = time.perf_counter()
+    # its own process group, so a timeout also ends the workers and brokers the part started
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
-        proc = subprocess.run([sys.executable, "-c", code], timeout=limit, stderr=subprocess.PIPE, text=True)
+        _, err = proc.communicate(timeout=limit)
     except subprocess.TimeoutExpired:
+        _end_group(proc)
         return {"status": f"failed: timed out after {limit:.0f} s", "seconds": time.perf_counter() - t0}
     seconds = time.perf_counter() - t0
-    tail = proc.stderr.strip().splitlines()
+    tail = (err or "").strip().splitlines()
     if proc.returncode == 3 and tail and tail[-1].startswith("not available"):
         return {"status": tail[-1], "seconds": seconds}
     if proc.returncode != 0:
