@@ -229,8 +229,13 @@ def _machine(results: dict) -> list[str]:
     parts = results.get("harness", {}).get("figures", {}).get("parts", {})
     if parts:
         lines += ["", "Parts in the last runs:", ""]
-        lines += _table(["part", "status", "seconds", "quick"],
-                        [[p, s["status"], s["seconds"], s.get("quick")] for p, s in parts.items()])
+        lines += _table(["part", "status", "seconds", "quick", "results file written"],
+                        [[p, s["status"], f"{s['seconds']:.0f}", "yes" if s.get("quick") else "no",
+                          results.get(p, {}).get("date", "none")] for p, s in parts.items()])
+        stale = [p for p, s in parts.items() if s["status"] != "ok" and p in results]
+        if stale:
+            lines.append(f"Parts that did not finish in the last run ({', '.join(stale)}) are reported from "
+                         "their previous results file (date above).")
     lines += ["", "## Notes", ""]
     for name, doc in results.items():
         lines += [f"- **{name}** ({doc.get('date', '?')}): {n}" for n in doc.get("notes", [])]

@@ -15,14 +15,12 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import csv  # noqa: E402
 import json  # noqa: E402
-import re  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import urllib.request  # noqa: E402
 import uuid  # noqa: E402
 from contextlib import ExitStack  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -30,13 +28,12 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hashbridge import baseline as bl  # noqa: E402
+from shared.datasets import adult_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("HASHBRIDGE_ADULT_DIR", REPO.parent / "shared" / "data" / "adult"))
+DATA = Path(os.environ["HASHBRIDGE_ADULT_DIR"]) if "HASHBRIDGE_ADULT_DIR" in os.environ else adult_dir()
 SCHEMA = REPO / "examples" / "adult.schema.toml"
 BITS = 20
-_METRIC = re.compile(r'^(hb_trainer_progressive_(?:logloss|auc))\{window="overall"\} (\S+)$|'
-                     r'^(hb_trainer_records_\w*?)(?:_total)? (\S+)$', re.M)
 
 
 def say(msg: str) -> None:
@@ -65,22 +62,6 @@ def spawn(stack: ExitStack, args: list[str], log_path: Path, env: dict[str, str]
     return proc
 
 
-def scrape(port: int) -> dict[str, float]:
-    """The trainer's progressive metrics, or {} while it is not serving yet."""
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
-    except OSError:
-        return {}
-    out: dict[str, float] = {}
-    for m in _METRIC.finditer(text):
-        name, value = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-        try:
-            out[name] = float(value)
-        except ValueError:
-            pass
-    return out
-
-
 def evaluate(scored_csv: Path, labels: dict[int, int]) -> tuple[dict[str, float], set[int]]:
     ys, ps, versions = [], [], set()
     with scored_csv.open() as fh:
@@ -98,7 +79,8 @@ def evaluate(scored_csv: Path, labels: dict[int, int]) -> tuple[dict[str, float]
 
 def run_demo(args: argparse.Namespace) -> dict:
     from hashbridge.localkafka import resolve_bootstrap
-    from hashbridge.plots import learning_curve
+    from hashbridge.plots import learning_curve, read_curve
+    from trainer.supervisor import CURVE_FILE
     from shared.models import ModelWatcher
     from shared.settings import KafkaSettings, Topics
 
@@ -129,7 +111,7 @@ def run_demo(args: argparse.Namespace) -> dict:
         trainer = spawn(stack, ["trainer", "--workers", "2", "--bits", str(BITS), "--group", f"{prefix}trainer",
                                 "--checkpoint-dir", str(work / "ckpt"), "--checkpoint-seconds", "1",
                                 "--checkpoint-records", str(max(2000, per_pass * args.passes // 8)),
-                                "--report-seconds", "0.25", "--metrics-port", str(port), "--batch-messages", "1"],
+                                "--report-seconds", "0.05", "--metrics-port", str(port), "--batch-messages", "1"],
                         out_dir / "trainer.log", env)
         scorer = spawn(stack, ["scorer", "--mode", "throughput", "--group", f"{prefix}scorer",
                                "--model-wait", "120"], out_dir / "scorer.log", env)
@@ -149,7 +131,6 @@ def run_demo(args: argparse.Namespace) -> dict:
         say(f"producer: {n_train:,} records in {t_prod:.1f}s ({n_train / t_prod:,.0f} records/s, "
             "including process start-up)")
 
-        curve: list[dict[str, float]] = []
         snapshots = []
         model = None
         deadline = time.monotonic() + args.wait
@@ -158,14 +139,6 @@ def run_demo(args: argparse.Namespace) -> dict:
             for proc, name in ((trainer, "trainer"), (scorer, "scorer")):
                 if proc.poll() is not None:
                     raise RuntimeError(f"{name} exited with {proc.returncode}; see {out_dir / (name + '.log')}")
-            m = scrape(port)
-            seen = next((v for k, v in m.items() if k.startswith("hb_trainer_records")), None)
-            if m.get("hb_trainer_progressive_logloss", float("nan")) == m.get("hb_trainer_progressive_logloss") \
-                    and "hb_trainer_progressive_logloss" in m and seen:
-                point = {"records": seen, "logloss": m["hb_trainer_progressive_logloss"],
-                         "auc": m.get("hb_trainer_progressive_auc", float("nan"))}
-                if not curve or curve[-1]["records"] != point["records"]:
-                    curve.append(point)
             got = watcher.poll(0.25)
             if got is not None:
                 snapshots.append(got)
@@ -205,11 +178,14 @@ def run_demo(args: argparse.Namespace) -> dict:
         edges_file = schema.parent / "adult.edges.json"
         edges = json.loads(edges_file.read_text()) if edges_file.exists() else None
         figures["baseline"] = bl.baseline(DATA / "adult.data", DATA / "adult.test", edges)
+        curve = read_curve(work / "ckpt" / CURVE_FILE)
         figures["progressive_final"] = curve[-1] if curve else None
+        figures["progressive_curve"] = curve
         test_curve = test_learning_curve(snapshots, schema, key, DATA / "adult.test")
         figures["learning_curve"] = test_curve
-        png = learning_curve(test_curve, out_dir / "learning_curve.png", figures["baseline"],
-                             title="hashbridge on UCI Adult: each published model on adult.test")
+        png = learning_curve(curve, test_curve, out_dir / "learning_curve.png", figures["baseline"],
+                             title=f"hashbridge on UCI Adult: 2^{BITS} keyed BLAKE2b, AdaGrad, "
+                                   f"{args.passes} pass(es)")
         figures["seconds"] = time.monotonic() - t_start
         (out_dir / "demo.json").write_text(json.dumps(figures, indent=1) + "\n")
         say("stopping trainer, scorer" + (" and the local broker" if lease.source == "local" else "") + " ...")

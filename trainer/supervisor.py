@@ -17,6 +17,8 @@ Exactly-once protocol (the supervisor's half; docs/trainer.md has the whole):
 from __future__ import annotations
 
 import logging
+import dataclasses
+import json
 import multiprocessing as mp
 import os
 import time
@@ -32,12 +34,13 @@ from trainer import shm as S
 from trainer.checkpoint import Checkpoint, load_latest, write_checkpoint
 from trainer.metrics import TrainerMetrics
 from trainer.model import effective_weights
-from trainer.progressive import merge, summarize
+from trainer.progressive import Progress, merge, summarize
 from trainer.service import spec_from_control, spec_to_control, worker_main
 from trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 _TICK = 0.02
+CURVE_FILE = "progress.jsonl"  # progressive learning curve, appended at each report
 
 
 class Supervisor:
@@ -55,6 +58,7 @@ class Supervisor:
         self.restarts = 0
         self._publisher: Any = None
         self._prev_stats: np.ndarray | None = None
+        self._last_curve_records = 0
 
     def stop(self) -> None:
         self._stop = True
@@ -206,6 +210,16 @@ class Supervisor:
         self.metrics.progress("overall", overall)
         self.metrics.progress("recent", recent)
         log.info("progressive overall: %s | recent: %s", overall.line(), recent.line())
+        if overall.records and overall.records != self._last_curve_records:
+            self._last_curve_records = overall.records
+            self._append_curve(overall)
+
+    def _append_curve(self, overall: Progress) -> None:
+        """The learning curve: one JSON line per report with new records, beside the snapshots."""
+        self.s.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"time": time.time(), **dataclasses.asdict(overall)})
+        with (self.s.checkpoint_dir / CURVE_FILE).open("a") as fh:
+            fh.write(line + "\n")
 
     # --- end offsets for --until-caught-up ---
     def _end_offsets(self) -> dict[int, tuple[int, int]]:
