@@ -25,7 +25,6 @@ PARTS: dict[str, tuple[str, float, float]] = {
     "trainer": ("benchmarks.trainer", 300, 150),
     "scorer": ("benchmarks.scorer", 180, 120),
 }
-DEADLINE_ENV = "HASHBRIDGE_BENCH_DEADLINE"  # epoch seconds by which the part must be done
 BUDGET_SECONDS = 19 * 60  # the whole ``make bench`` must finish in 20 minutes on 2 cores
 
 
@@ -48,6 +47,8 @@ def _run_part(name: str, quick: bool, limit: float) -> dict:
 
     The child's stdout streams through (progress); stderr is kept for the failure reason.
     """
+    from benchmarks.common import DEADLINE_ENV
+
     module = PARTS[name][0]
     code = (f"import importlib, sys\n"
             f"try:\n    m = importlib.import_module({module!r})\n"

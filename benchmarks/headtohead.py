@@ -13,7 +13,7 @@ import statistics
 import time
 
 from benchmarks import datagen
-from benchmarks.common import CACHE_DIR, write_result
+from benchmarks.common import CACHE_DIR, DEADLINE_ENV, write_result
 from benchmarks.contenders import HASHED_LR, JOBS, build_vw_cache, run_child
 
 REFERENCE = "vw"
@@ -91,7 +91,7 @@ def run(quick: bool = False) -> dict:
     build_vw_cache(cfg, cache)
     jobs = list(JOBS)
     runs: dict[str, list[dict]] = {name: [] for job in jobs for name in JOBS[job]}
-    deadline = float(os.environ.get("HASHBRIDGE_BENCH_DEADLINE", "inf"))
+    deadline = float(os.environ.get(DEADLINE_ENV, "inf"))
     done, t0 = 0, time.time()
     for rep in range(repeats):
         per_rep = (time.time() - t0) / max(done, 1)

@@ -103,8 +103,11 @@ def _headline(results: dict) -> list[str]:
              f"Vowpal Wabbit's best single-machine figure on the synthetic set: "
              f"**{_fmt(vw_rate)} rec/s** ({vw.get('name', 'not measured')}, one pass, 2^{h2h.get('bits', '?')} bits).", ""]
     rows = []
+    harness = results.get("harness", {}).get("figures", {}).get("parts", {})
     for name, (part, goal, higher, unit, label, _, _) in GOALS.items():
         value, source = metric(results, name)
+        if value is not None and harness.get(part, {}).get("status", "ok") != "ok":
+            source += f" (**not from the last harness run**, which {harness[part]['status']}; file of {results[part].get('date')})"
         ratio = value / vw_rate if (value and vw_rate and unit == "rec/s") else None
         if not goal:
             verdict = "no goal"

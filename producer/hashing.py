@@ -65,7 +65,7 @@ class Hasher:
         if hasher.spec.bits != schema.bits or hasher.spec.signed != schema.signed:
             raise ValueError("hasher spec does not match the schema's bits/signed")
         self.schema, self.spec = schema, hasher.spec
-        self.cache = DigestCache(hasher)
+        self.cache = DigestCache(hasher, key=key)
         self.mask = np.uint64((1 << schema.bits) - 1)
         self.rules = {c: ColumnRule(schema, c) for c in schema.categorical + tuple(n.name for n in schema.numeric)}
         self.label_rule = LabelRule(schema) if schema.label is not None else None

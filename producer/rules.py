@@ -6,6 +6,7 @@ digest of each (field, value string) so repeated values cost a dict lookup.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from shared.errors import ConfigError
-from shared.hashspec import FeatureHasher, feature_bytes
+from shared.hashspec import PERSON, Algorithm, FeatureHasher, feature_bytes
 
 from producer.schema import BIN_PREFIX, Schema
 
@@ -98,10 +99,21 @@ class LabelRule:
 class DigestCache:
     """Per-field digests of value strings, so a repeated value costs a dict lookup."""
 
-    def __init__(self, hasher: FeatureHasher, limit: int = CACHE_LIMIT) -> None:
+    def __init__(self, hasher: FeatureHasher, limit: int = CACHE_LIMIT, key: bytes | None = None) -> None:
         self.hasher, self.limit = hasher, limit
         self.fields: dict[str, dict[str, int]] = {}
         self.hashed = 0  # keyed digests computed (cache misses)
+        self._digest64 = hasher.digest64
+        if key is not None and hasher.spec.algorithm is Algorithm.BLAKE2B_KEYED:
+            # the same digest as FeatureHasher.digest64, from a copy of the keyed state: the key
+            # block is compressed once instead of on every call (about 3x faster per value)
+            base = hashlib.blake2b(key=key, digest_size=8, person=PERSON)
+
+            def digest64(message: bytes, _copy: Any = base.copy, _from: Any = int.from_bytes) -> int:
+                h = _copy()
+                h.update(message)
+                return _from(h.digest(), "little")
+            self._digest64 = digest64
 
     def digest(self, field: str, text: str) -> int:
         cache = self.fields.get(field)
@@ -111,7 +123,7 @@ class DigestCache:
         if d is None:
             if len(cache) >= self.limit:
                 cache.clear()
-            d = cache[text] = self.hasher.digest64(feature_bytes(field, text))
+            d = cache[text] = self._digest64(feature_bytes(field, text))
             self.hashed += 1
         return d
 
@@ -125,7 +137,7 @@ class DigestCache:
         for t in texts:
             d = get(t)
             if d is None:
-                d = cache[t] = self.hasher.digest64(feature_bytes(field, t))
+                d = cache[t] = self._digest64(feature_bytes(field, t))
                 self.hashed += 1
             out.append(d)
         return np.array(out, dtype=np.uint64)

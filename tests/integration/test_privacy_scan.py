@@ -24,6 +24,7 @@ import pytest
 from hashbridge.privacyscan import Matcher, forbidden_from_csv, scan_text, scan_topics
 from producer.keys import read_key
 from producer.schema import load_schema
+from shared.clients import make_producer
 from shared.datasets import adult_dir
 from shared.hashspec import key_id
 from shared.settings import KafkaSettings, Topics
@@ -93,7 +94,14 @@ def test_no_raw_value_or_column_name_leaves_the_owner(kafka_bootstrap: str, tmp_
     assert counts[ks.topics.predictions] > 0 and counts[ks.topics.models] > 0
     assert not findings
 
-    text_tokens = {t for t in forbidden if t not in Matcher(forbidden).numbers}
+    # positive control: the scan does see a value in a header and a number in a key
+    canary = make_producer(ks)
+    canary.produce(ks.topics.dlq, key=b"id=77516;", value=b"\x00" * 64, headers=[("note", b"Married-civ-spouse")])
+    assert canary.flush(30) == 0
+    caught, _ = scan_topics(ks, forbidden)
+    assert {(f.where, f.token) for f in caught} == {("key", b"77516"), ("header:note", b"Married-civ-spouse")}
+
+    text_tokens = forbidden - Matcher(forbidden).numbers
     short_names = {n for n in names if len(n) < 4}
     for name, log in logs.items():
         hits = scan_text(log.read_text(errors="replace").splitlines(), text_tokens, short_names)
