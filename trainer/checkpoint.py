@@ -36,6 +36,7 @@ class Checkpoint:
     hyper: Hyper
     spec: SpecId | None
     created_at: float = field(default_factory=time.time)
+    sync: dict | None = None  # --sync-deltas: deltas position, own sequence, accepted ledger
 
     @property
     def records(self) -> int:
@@ -83,6 +84,8 @@ def write_checkpoint(directory: str | os.PathLike[str], ckpt: Checkpoint, keep: 
     meta = {"version": ckpt.version, "topic": ckpt.topic, "created_at": ckpt.created_at,
             "hyper": ckpt.hyper.as_dict(), "spec": spec_to_dict(ckpt.spec),
             "records": ckpt.records}
+    if ckpt.sync is not None:
+        meta["sync"] = ckpt.sync
     parts = np.array(sorted(ckpt.offsets.items()), np.int64).reshape(-1, 2)
     final = d / f"snapshot-{ckpt.version:012d}.npz"
     tmp = d / f".{final.name}.{os.getpid()}.tmp"
@@ -104,7 +107,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         offsets = {int(p): int(o) for p, o in z["offsets"]}
         return Checkpoint(int(meta["version"]), meta["topic"], offsets, z["state"], z["bias"],
                           z["stats"], Hyper.from_dict(meta["hyper"]), spec_from_dict(meta["spec"]),
-                          float(meta["created_at"]))
+                          float(meta["created_at"]), meta.get("sync"))
 
 
 def load_latest(directory: str | os.PathLike[str]) -> Checkpoint | None:

@@ -74,7 +74,31 @@ class TrainerMetrics:
         self.ckpt_age.set_function(self._age)
         self.version = Gauge("hb_trainer_model_version", "last checkpoint/model version", registry=r)
         self.restarts = Counter("hb_trainer_worker_restarts", "workers restarted", ["cause"], registry=r)
+        self.delta_bytes = Counter("hb_trainer_delta_bytes", "delta bytes published (compressed)", registry=r)
+        self.delta_records = Counter("hb_trainer_delta_records", "records covered by published deltas", registry=r)
+        self.delta_coords = Counter("hb_trainer_delta_coordinates", "coordinates in published deltas", registry=r)
+        self.delta_bpr = Gauge("hb_trainer_delta_bytes_per_record", "bytes per record of the last delta", registry=r)
+        self.deltas_applied = Counter("hb_trainer_deltas_applied", "remote deltas added to the model", registry=r)
+        self.deltas_rejected = Counter("hb_trainer_deltas_rejected", "deltas whose claims overlapped", registry=r)
+        self.delta_rollbacks = Counter("hb_trainer_delta_rollbacks", "rollbacks to the accepted cut", registry=r)
+        self.staleness = Histogram("hb_trainer_delta_staleness_seconds", "delta creation to application",
+                                   registry=r, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60))
+        self.divergence = Gauge("hb_trainer_divergence", "L2 norm of our sampled weights minus a "
+                                "remote instance's, at its last delta", registry=r)
         self._last = 0.0
+
+    def delta_published(self, nbytes: int, records: int, coords: int) -> None:
+        self.delta_bytes.inc(nbytes)
+        self.delta_records.inc(records)
+        self.delta_coords.inc(coords)
+        if records:
+            self.delta_bpr.set(nbytes / records)
+
+    def delta_applied(self, staleness: float, divergence: float) -> None:
+        self.deltas_applied.inc()
+        self.staleness.observe(max(staleness, 0.0))
+        if divergence == divergence:  # not NaN
+            self.divergence.set(divergence)
 
     def _age(self) -> float:
         return time.time() - self._last if self._last else 0.0

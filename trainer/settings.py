@@ -34,6 +34,10 @@ class TrainerSettings:
     metrics_port: int = 0  # 0: no HTTP server
     max_partitions: int = 256
     session_timeout_ms: int = 10000  # how long a SIGKILLed member holds its partitions
+    sync_deltas: bool = False  # scale-out: exchange sparse deltas with other instances
+    sync_seconds: float = 2.0
+    sync_records: int = 1_000_000
+    instance_id: str = ""  # empty: the snapshot's, else hostname-pid
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -42,6 +46,8 @@ class TrainerSettings:
             raise ConfigError("spec bits differ from --bits")
         if self.checkpoint_records < 1 or self.checkpoint_seconds <= 0:
             raise ConfigError("checkpoint interval must be positive")
+        if self.sync_seconds <= 0 or self.sync_records < 1:
+            raise ConfigError("sync interval must be positive")
 
     def consumer_config(self) -> dict[str, Any]:
         """Committed offsets are for lag monitoring only: auto-commit what the worker stored."""
@@ -78,6 +84,8 @@ class TrainerSettings:
             metrics_port=a.metrics_port if a.metrics_port is not None
             else int(env.get("HASHBRIDGE_TRAINER_METRICS_PORT", "0")),
             session_timeout_ms=a.session_timeout_ms,
+            sync_deltas=a.sync_deltas, sync_seconds=a.sync_seconds, sync_records=a.sync_records,
+            instance_id=a.instance_id or env.get("HASHBRIDGE_INSTANCE_ID", ""),
         )
 
 
@@ -110,4 +118,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, help="Prometheus port (env HASHBRIDGE_TRAINER_METRICS_PORT)")
     p.add_argument("--session-timeout-ms", type=int, default=10000,
                    help="consumer session timeout: how soon a killed worker's partitions move")
+    p.add_argument("--sync-deltas", action="store_true",
+                   help="scale out: merge with the other instances of --group through the deltas topic")
+    p.add_argument("--sync-seconds", type=float, default=2.0, help="publish a delta every T seconds")
+    p.add_argument("--sync-records", type=int, default=1_000_000, help="... or every K records")
+    p.add_argument("--instance-id", help="instance id in the deltas (env HASHBRIDGE_INSTANCE_ID; "
+                   "default: the one in the snapshot, else hostname-pid)")
     return p

@@ -32,6 +32,7 @@ from shared.errors import ConfigError
 from shared.clients import ensure_topics
 from trainer import shm as S
 from trainer.checkpoint import Checkpoint, load_latest, write_checkpoint
+from trainer.deltas import TOPIC_CONFIG, DeltaSync, default_instance_id
 from trainer.metrics import TrainerMetrics
 from trainer.model import effective_weights
 from trainer.progressive import Progress, merge, summarize
@@ -59,6 +60,7 @@ class Supervisor:
         self._publisher: Any = None
         self._prev_stats: np.ndarray | None = None
         self._last_curve_records = 0
+        self.sync: DeltaSync | None = None  # --sync-deltas (docs/scale-out.md)
 
     def stop(self) -> None:
         self._stop = True
@@ -130,7 +132,10 @@ class Supervisor:
         log.warning("worker died (%s): restoring snapshot version %d and restarting workers",
                     cause, self.last.version if self.last else 0)
         self._stop_workers()
-        self._restore(self.last)
+        if self.sync is not None:
+            self.sync.rollback()  # the accepted cut plus every accepted delta read since
+        else:
+            self._restore(self.last)
         self.arrays.control[S.C_GO] = 0  # type: ignore[union-attr]
         self.restarts += 1
         self.metrics.restarts.labels(cause).inc()
@@ -174,13 +179,19 @@ class Supervisor:
 
     def checkpoint(self, live: bool = True) -> Checkpoint | None:
         t0 = time.perf_counter()
-        if live and not self._pause():
-            return None
-        ckpt = self._capture()
-        if live:
-            self.arrays.control[S.C_PAUSE] = 0  # type: ignore[union-attr]
+        if self.sync is not None:  # the accepted cut: no pause needed, never a torn state
+            ckpt = self._capture_cut()
+            if ckpt is None:
+                return None
+        else:
+            if live and not self._pause():
+                return None
+            ckpt = self._capture()
+            if live:
+                self.arrays.control[S.C_PAUSE] = 0  # type: ignore[union-attr]
         last = self.last
-        if last is not None and (ckpt.records, ckpt.offsets, ckpt.spec) == (last.records, last.offsets, last.spec):
+        if last is not None and (ckpt.records, ckpt.offsets, ckpt.spec, ckpt.sync) == (
+                last.records, last.offsets, last.spec, last.sync):
             return last  # nothing learned since: no new version
         if self._publisher is not None:
             ckpt = _with_version(ckpt, max(ckpt.version, self._publisher.last_version + 1))
@@ -196,6 +207,8 @@ class Supervisor:
     def _publish(self, ckpt: Checkpoint) -> None:
         if self._publisher is None or ckpt.spec is None:
             return
+        if self.sync is not None and not self.sync.leader():
+            return  # one publisher: the smallest live instance id (docs/scale-out.md)
         from shared.models import ModelSnapshot
 
         w, b = effective_weights(ckpt.hyper, ckpt.state, ckpt.bias)
@@ -242,6 +255,8 @@ class Supervisor:
         """Train until stopped, caught up, ``max_records`` learned or ``timeout``; final snapshot."""
         s = self.s
         ensure_topics(s.kafka, {s.kafka.topics.train: 4, s.kafka.topics.dlq: 1})
+        if s.sync_deltas:
+            ensure_topics(s.kafka, {s.kafka.topics.deltas: 1}, configs={s.kafka.topics.deltas: TOPIC_CONFIG})
         deadline = None if timeout is None else time.monotonic() + timeout
         with ExitStack() as stack:
             self.arrays = stack.enter_context(S.SharedState(s.bits, s.workers, s.max_partitions))
@@ -253,6 +268,12 @@ class Supervisor:
                 log.info("resuming from snapshot version %d (%d records)", ckpt.version, ckpt.records)
             self.last = ckpt
             self._restore(ckpt)
+            if s.sync_deltas:
+                prior = (ckpt.sync or {}).get("instance") if ckpt is not None else None
+                instance = s.instance_id or prior or default_instance_id()
+                self.sync = DeltaSync(s, self.arrays, self.metrics, instance)
+                stack.callback(self._close_sync)
+                self.sync.restore(ckpt)
             collector = self.metrics.attach(self.arrays, s.kafka.topics.train)
             stack.callback(self.metrics.registry.unregister, collector)
             self.metrics.serve(s.metrics_port)
@@ -281,6 +302,11 @@ class Supervisor:
                 if deadline is not None and time.monotonic() > deadline:
                     break
                 now = time.monotonic()
+                if released and self.sync is not None:
+                    if not self.sync.poll():
+                        self._rollback("our delta was rejected")
+                    elif self.sync.due(s.sync_seconds, s.sync_records):
+                        self._sync_step()
                 if released and (n - last_ckpt_n >= s.checkpoint_records
                                  or now - last_ckpt_t >= s.checkpoint_seconds):
                     if self.checkpoint() is not None:
@@ -289,10 +315,63 @@ class Supervisor:
                     self.report()
                     last_report_t = now
             self._stop_workers()
+            if self.sync is not None:
+                self._final_sync()
             self.report()
             return self.checkpoint(live=False) or self.last
+
+    # --- scale-out (docs/scale-out.md): the workers never know ---
+    def _sync_step(self) -> None:
+        """Pause at a batch boundary, add remote deltas and capture ours, resume, publish."""
+        assert self.sync is not None and self.arrays is not None
+        if not self._pause():
+            return
+        try:
+            ok = self.sync.step()
+        finally:
+            self.arrays.control[S.C_PAUSE] = 0
+        if ok:
+            self.sync.publish()
+        else:
+            self._rollback("claims conflict")
+
+    def _rollback(self, cause: str) -> None:
+        """Our unpublished (or rejected) learning overlaps an accepted delta: relearn from the cut."""
+        assert self.sync is not None and self.arrays is not None
+        log.warning("deltas: rolling back to the accepted cut (%s); restarting workers", cause)
+        self._stop_workers()
+        self.sync.rollback()
+        self.arrays.control[S.C_GO] = 0
+        self.restarts += 1
+        self.metrics.restarts.labels("rollback").inc()
+        self.procs = [self._start_worker(i) for i in range(self.s.workers)]
+
+    def _final_sync(self) -> None:
+        """Workers stopped: publish what is left and wait for the verdict, so the cut has it."""
+        assert self.sync is not None
+        self.sync.poll()
+        if self.sync.step():
+            self.sync.publish()
+        else:
+            log.warning("deltas: final delta conflicts; its records are left to the other instances")
+        self.sync.catch_up()
+
+    def _capture_cut(self) -> Checkpoint | None:
+        assert self.sync is not None and self.arrays is not None
+        sy = self.sync
+        cut = sy.cut()
+        if cut is None:
+            return None
+        return Checkpoint(self.version + 1, self.s.kafka.topics.train, dict(sy.ledger.ends),
+                          sy.copy.copy(), sy.copy_bias.copy(), sy.stats_copy.copy(), self.s.hyper,
+                          spec_from_control(self.arrays.control, self.s.bits), time.time(), cut)
+
+    def _close_sync(self) -> None:
+        if self.sync is not None:
+            self.sync.close()
+            self.sync = None
 
 
 def _with_version(ckpt: Checkpoint, version: int) -> Checkpoint:
     return Checkpoint(version, ckpt.topic, ckpt.offsets, ckpt.state, ckpt.bias, ckpt.stats,
-                      ckpt.hyper, ckpt.spec, ckpt.created_at)
+                      ckpt.hyper, ckpt.spec, ckpt.created_at, ckpt.sync)
