@@ -111,7 +111,8 @@ def run_demo(args: argparse.Namespace) -> dict:
         trainer = spawn(stack, ["trainer", "--workers", "2", "--bits", str(BITS), "--group", f"{prefix}trainer",
                                 "--checkpoint-dir", str(work / "ckpt"), "--checkpoint-seconds", "1",
                                 "--checkpoint-records", str(max(2000, per_pass * args.passes // 8)),
-                                "--report-seconds", "0.05", "--metrics-port", str(port), "--batch-messages", "1"],
+                                "--report-seconds", "0.05", "--metrics-port", str(port), "--batch-messages", "1",
+                                "--curve-records", "1024"],
                         out_dir / "trainer.log", env)
         scorer = spawn(stack, ["scorer", "--mode", "throughput", "--group", f"{prefix}scorer",
                                "--model-wait", "120"], out_dir / "scorer.log", env)

@@ -12,6 +12,7 @@ import struct
 
 import numba
 import numpy as np
+import pyarrow as pa
 
 from shared.hashspec import PERSON
 
@@ -146,3 +147,13 @@ class KeyedBlake2:
         """Digests of ``field + 0x1F + value`` for the values in an Arrow-style (data, offsets) buffer."""
         prefix = np.frombuffer(field + b"\x1f", dtype=np.uint8)
         return _hash_values(self._state, prefix, data, offsets.astype(np.int64, copy=False), _IV, _SIGMA)
+
+    def digest_strings(self, field: bytes, values: pa.Array) -> np.ndarray:
+        """Digests of ``field + 0x1F + value`` for each value of an Arrow string array (no nulls):
+        its own offset and data buffers go to the kernel, no Python object per value."""
+        values = pa.concat_arrays([values.cast(pa.string())])  # offsets start at its own buffer
+        bufs = values.buffers()
+        offsets = np.frombuffer(bufs[1], dtype=np.int32, count=len(values) + 1,
+                                offset=4 * values.offset).astype(np.int64)
+        data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+        return self.digests(field, data, offsets)

@@ -20,13 +20,13 @@ import pyarrow.compute as pc
 from shared.errors import ConfigError, RecordError
 from shared.hashspec import FeatureHasher
 
-from producer.rules import CACHE_LIMIT, WHITESPACE, ColumnRule, DigestCache, LabelRule, Outcome, as_text
+from producer.rules import CACHE_LIMIT, KERNEL_MIN_VALUES, WHITESPACE, ColumnRule, DigestCache, LabelRule, Outcome, as_text
+from producer.rare import RARE_TOKEN, RareSuppressor
 from producer.schema import CROSS_FIELD_JOIN, CROSS_VALUE_JOIN, Schema
 
 __all__ = ["CACHE_LIMIT", "WHITESPACE", "ColumnRule", "DigestCache", "EncodedBatch", "Hasher", "LabelRule",
            "Outcome", "as_text", "make_hasher"]
 
-VECTOR_MIN_ENTRIES = 2048  # a dictionary this large is hashed by the numba kernel, not value by value
 _MISS, _CODE_ABSENT, _CODE_BAD = -3, -1, -2  # fast-path entry codes besides indices >= 0
 
 
@@ -76,17 +76,18 @@ class Hasher:
         self._record_fields = [(name, rule, {}) for name, rule in self.rules.items()]
         # fast record path: one C-level map over per-field caches of input string -> index, taken
         # when every value is a cached string (no values array, no crosses needed)
-        self._fast_ok = bool(self.rules) and not self.needs_values and not self.cross_fields
+        self.rare = RareSuppressor(schema.rare_k, schema.rare_window)
+        self._fast_ok = (bool(self.rules) and not self.needs_values and not self.cross_fields
+                         and not self.rare.enabled)
         self._fast_by_name: dict[str, dict[str, int]] = {name: {} for name in self.rules}
         self._fast_caches = [self._fast_by_name[name] for name in self.rules]
         names = list(self.rules)
         self._getter = (operator.itemgetter(*names) if len(names) > 1
                         else (lambda rec, _n=names[0]: (rec[_n],)))
+        self._pending: list[tuple[int, str, str]] = []  # (field position, input string, value string)
+        self._pending_by_field: list[dict[str, int]] = [{} for _ in self.rules]  # input string -> placeholder
         self._label_cache: dict[str, int] = {}
         self._entry_cache: dict[str, dict[str, int]] = {}
-        self._key = key  # only for the numba kernel of the keyed mode; None disables it
-        self._blake: Any = None
-        self._max_dictionary: dict[str, int] = {}
         self._missing_array = pa.array(sorted(schema.missing_values), type=pa.string())
 
     # ---- record at a time -------------------------------------------------------------------
@@ -94,28 +95,55 @@ class Hasher:
         """(index or -1, value, value string, error) of one input value of column ``name``."""
         out = rule.outcome(value)
         if out.error or out.text is None:
+            if self.rare.enabled:
+                self.rare.apply_one(name, None)  # the row still counts in the window (as the columnar path)
             return -1, 0.0, None, out.error
-        d = self.cache.digest(name, out.text)
+        text = self.rare.apply_one(name, out.text) if self.rare.enabled else out.text
+        d = self.cache.digest(name, text)
         sign = -1.0 if (self.schema.signed and d >> 63) else 1.0
-        return d & self._imask, out.value * sign, out.text, None
+        return d & self._imask, out.value * sign, text, None
 
-    def _fill_misses(self, idx: list[int | None], vals: tuple[Any, ...]) -> list[int]:
-        """Resolve the values the fast caches did not hold (first sightings, non-string values)."""
+    def _remember(self, name: str, cache: dict[str, Any], raw: str, hit: tuple[int, float, str | None, str | None]
+                  ) -> None:
+        """Cache one resolved input string in the record cache and, with an index, the fast cache."""
+        if len(cache) >= self.cache.limit:
+            cache.clear()
+            self._fast_by_name[name].clear()
+        cache[raw] = hit
+        if hit[0] >= 0:
+            self._fast_by_name[name][raw] = hit[0]
+
+    def _fill_misses(self, idx: list[int | None], vals: tuple[Any, ...], defer: bool) -> list[int]:
+        """Resolve the values the fast caches did not hold (first sightings, non-string values).
+
+        With ``defer``, a new string's rule runs now (a bad number still rejects the record) but its
+        keyed hash waits: the record gets a placeholder ``-2 - slot`` that :meth:`settle` replaces,
+        so a frame's first sightings are hashed together in one numba call per field.
+        """
         out: list[int] = []
         for j, code in enumerate(idx):
             if code is None:
                 name, rule, cache = self._record_fields[j]
                 v = vals[j]
                 hit = cache.get(v) if type(v) is str else None
+                if hit is None and defer and type(v) is str:
+                    pend = self._pending_by_field[j]
+                    code = pend.get(v)
+                    if code is None:
+                        o = rule.outcome(v)
+                        if o.text is None or o.error is not None:
+                            hit = (-1, 0.0, None, o.error)
+                            self._remember(name, cache, v, hit)
+                        else:
+                            code = pend[v] = -2 - len(self._pending)
+                            self._pending.append((j, v, o.text))
+                    if code is not None:
+                        out.append(code)
+                        continue
                 if hit is None:
                     hit = self._resolve(name, rule, v)
                     if type(v) is str:
-                        if len(cache) >= self.cache.limit:
-                            cache.clear()
-                            self._fast_by_name[name].clear()
-                        cache[v] = hit
-                        if hit[0] >= 0:
-                            self._fast_by_name[name][v] = hit[0]
+                        self._remember(name, cache, v, hit)
                 if hit[3] is not None:
                     raise _record_error(hit[3], name)
                 if hit[0] < 0:
@@ -124,24 +152,57 @@ class Hasher:
             out.append(code)
         return out
 
-    def record(self, record: Mapping[str, Any], with_label: bool = True
+    @property
+    def pending(self) -> int:
+        """Values waiting for their keyed hash (placeholders handed out by ``record(defer=True)``)."""
+        return len(self._pending)
+
+    def settle(self, indices: list[int]) -> np.ndarray:
+        """``indices`` as u32, after hashing every pending value and replacing its placeholders."""
+        if not self._pending:
+            return np.array(indices, dtype=np.uint32)
+        table = np.empty(len(self._pending), dtype=np.int64)
+        by_field: dict[int, list[int]] = {}
+        for slot, (j, _, _) in enumerate(self._pending):
+            by_field.setdefault(j, []).append(slot)
+        for j, slots in by_field.items():
+            name, _, cache = self._record_fields[j]
+            items = [self._pending[s] for s in slots]
+            codes = (self.cache.uncached(name, [t for _, _, t in items]) & self.mask).astype(np.int64)
+            table[slots] = codes
+            for (_, raw, text), code in zip(items, codes.tolist()):
+                self._remember(name, cache, raw, (code, 1.0, text, None))
+        for pend in self._pending_by_field:
+            pend.clear()
+        self._pending.clear()
+        arr = np.array(indices, dtype=np.int64)
+        neg = arr < 0
+        arr[neg] = table[-2 - arr[neg]]
+        return arr.astype(np.uint32)
+
+    def record(self, record: Mapping[str, Any], with_label: bool = True, defer: bool = False
                ) -> tuple[int, list[int], list[float]]:
         """(label or -1, indices, values) of one record; raises :class:`RecordError` for a bad one.
 
-        ``values`` may be empty when the schema needs none (unsigned, no raw numbers).
+        ``values`` may be empty when the schema needs none (unsigned, no raw numbers). With
+        ``defer`` the indices may hold placeholders (< 0) until :meth:`settle`.
 
         Resolved values are cached per (field, input string), so a repeated value costs one dict
-        lookup; the cache is emptied when it grows past its bound.
+        lookup; the cache is emptied when it grows past its bound. Rare-value suppression (which
+        depends on the stream, not the value) turns the caches off.
         """
         label = -1
+        label_error = False
         if with_label and self.label_rule is not None:
             lv = record.get(self._label_col)
             label = self._label_cache.get(lv, -1) if type(lv) is str else -1
             if label < 0:
                 label = self.label_rule.label(lv)
                 if label < 0:
-                    raise _record_error("bad_label", self._label_col)
-                if type(lv) is str and len(self._label_cache) < 1024:
+                    if not self.rare.enabled:
+                        raise _record_error("bad_label", self._label_col)
+                    label_error = True  # the values still enter the rare windows, as in a column batch
+                if type(lv) is str and len(self._label_cache) < 1024 and label >= 0:
                     self._label_cache[lv] = label
         if self._fast_ok:
             try:
@@ -151,32 +212,33 @@ class Hasher:
                 idx = None
             if idx is not None:
                 if None in idx:
-                    idx = self._fill_misses(idx, vals)
+                    idx = self._fill_misses(idx, vals, defer)
                 return label, idx, []
         indices: list[int] = []
         values: list[float] = []
         texts: dict[str, str | None] = {}
         crosses = bool(self.cross_fields)
+        rare = self.rare.enabled
+        error: RecordError | None = _record_error("bad_label", self._label_col) if label_error else None
         get = record.get
         for name, rule, cache in self._record_fields:
             v = get(name)
-            hit = cache.get(v) if type(v) is str else None
+            hit = cache.get(v) if type(v) is str and not rare else None
             if hit is None:
                 hit = self._resolve(name, rule, v)
-                if type(v) is str:
-                    if len(cache) >= self.cache.limit:
-                        cache.clear()
-                        self._fast_by_name[name].clear()
-                    cache[v] = hit
-                    if hit[0] >= 0:
-                        self._fast_by_name[name][v] = hit[0]
+                if type(v) is str and not rare:
+                    self._remember(name, cache, v, hit)
             if hit[0] >= 0:
                 indices.append(hit[0])
                 values.append(hit[1])
             elif hit[3] is not None:
-                raise _record_error(hit[3], name)
+                error = error or _record_error(hit[3], name)
+                if not rare:
+                    raise error
             if crosses:
                 texts[name] = hit[2]
+        if error is not None:
+            raise error
         for (a, b), field in zip(self.schema.crosses, self.cross_fields):
             ta, tb = texts[a], texts[b]
             if ta is not None and tb is not None:
@@ -195,7 +257,7 @@ class Hasher:
         bad: list[tuple[int, str, str]] = []
         for pos, rec in enumerate(records):
             try:
-                label, idx, vals = self.record(rec, with_label)
+                label, idx, vals = self.record(rec, with_label, defer=True)
             except RecordError as exc:
                 bad.append((pos, getattr(exc, "column", ""), exc.reason))
                 continue
@@ -205,7 +267,7 @@ class Hasher:
             kept.append(pos)
             offsets.append(len(indices))
         return EncodedBatch(
-            np.array(offsets, dtype=np.uint32), np.array(indices, dtype=np.uint32),
+            np.array(offsets, dtype=np.uint32), self.settle(indices),
             np.array(values, dtype=np.float32) if self.needs_values else None,
             np.array(labels, dtype=np.uint8) if with_label and self.label_rule is not None else None,
             np.array(kept, dtype=np.int64), bad)
@@ -226,68 +288,55 @@ class Hasher:
         return codes, outcomes
 
     def distinct(self) -> dict[str, int]:
-        """Distinct values seen per field (an estimate: caches are bounded, numba batches uncached)."""
-        out = dict(self._max_dictionary)
+        """Distinct values seen per field (an estimate: caches are bounded and emptied when full)."""
+        out: dict[str, int] = {}
         for cache in (self.cache.distinct(), {f: len(c) for f, c in self._entry_cache.items()},
                       {f: len(c) for f, c in self._fast_by_name.items()}):
             for f, n in cache.items():
                 out[f] = max(out.get(f, 0), n)
         return out
 
-    def _vector_entries(self, name: str, dictionary: pa.Array) -> np.ndarray:
-        """Entry codes of a large categorical dictionary, hashed in one numba call (keyed BLAKE2b)."""
-        if self._blake is None:
-            from producer.blake2 import KeyedBlake2
-
-            self._blake = KeyedBlake2(self._key)
-        self._max_dictionary[name] = max(self._max_dictionary.get(name, 0), len(dictionary))
-        trimmed = pc.utf8_trim(dictionary.cast(pa.string()), characters=WHITESPACE)
+    def _new_entries(self, name: str, rule: ColumnRule, entries: pa.Array, new: np.ndarray,
+                     raw: list[Any]) -> np.ndarray:
+        """Entry codes (index, or _CODE_ABSENT/_CODE_BAD) of the dictionary entries ``new`` that the
+        field's cache did not hold; a categorical column's are trimmed in Arrow and hashed together
+        (one numba call when there are many), so no rule runs per value."""
+        if rule.numeric or len(new) < KERNEL_MIN_VALUES or self.cache.kernel() is None:
+            codes = np.empty(len(new), dtype=np.int64)
+            for i, e in enumerate(new.tolist()):
+                out = rule.outcome(raw[e])
+                codes[i] = (_CODE_BAD if out.error is not None else _CODE_ABSENT if out.text is None
+                            else self.cache.digest(name, out.text) & self._imask)
+            return codes
+        values = entries.take(pa.array(new))
+        trimmed = pc.utf8_trim(values.cast(pa.string()), characters=WHITESPACE)
         if trimmed.null_count:
             trimmed = pc.fill_null(trimmed, "")
-        trimmed = pa.concat_arrays([trimmed])  # a fresh array: offsets start at its own buffer
-        offsets = np.frombuffer(trimmed.buffers()[1], dtype=np.int32, count=len(trimmed) + 1,
-                                offset=4 * trimmed.offset).astype(np.int64)
-        data_buf = trimmed.buffers()[2]
-        data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-        dig = self._blake.digests(name.encode("utf-8"), data, offsets)
-        codes = (dig & self.mask).astype(np.int64)
+        codes = (self.cache.kernel().digest_strings(name.encode("utf-8"), trimmed) & self.mask).astype(np.int64)
+        self.cache.hashed += len(new)
         missing = pc.is_in(trimmed, value_set=self._missing_array).to_numpy(zero_copy_only=False)
         if missing.any():
-            miss = self.rules[name].outcome(None)
-            codes[missing] = _CODE_ABSENT if miss.text is None else int(self.cache.digest(name, miss.text) & self._imask)
+            miss = rule.outcome(None)
+            codes[missing] = _CODE_ABSENT if miss.text is None else self.cache.digest(name, miss.text) & self._imask
         return codes
 
     def _fast_entries(self, name: str, arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Codes and per-entry (index, present, bad) through a per-field cache keyed by the raw
-        dictionary string, so a value seen in an earlier batch costs one dict lookup; a large
-        dictionary of a categorical column goes to the numba kernel instead."""
+        dictionary string that persists across batches, so only never-seen values are resolved
+        (and those of a categorical column hashed in one numba call)."""
         if not pa.types.is_dictionary(arr.type):
             arr = pc.dictionary_encode(arr)
         rule = self.rules[name]
-        if self._key is not None and not rule.numeric and len(arr.dictionary) >= VECTOR_MIN_ENTRIES:
-            resolved = self._vector_entries(name, arr.dictionary)
-            null = rule.outcome(None)
-            null_code = _CODE_ABSENT if null.text is None else int(self.cache.digest(name, null.text) & self._imask)
-            resolved = np.append(resolved, null_code)
-            idx = arr.indices
-            if idx.null_count:
-                idx = pc.fill_null(idx, len(arr.dictionary))
-            return (idx.to_numpy(zero_copy_only=False), np.maximum(resolved, 0).astype(np.uint32), resolved >= 0,
-                    resolved == _CODE_BAD)
         entries = arr.dictionary.to_pylist()
         cache = self._entry_cache.setdefault(name, {})
         if len(cache) + len(entries) > self.cache.limit:
             cache.clear()
         resolved = np.fromiter(map(cache.get, entries, repeat(_MISS)), dtype=np.int64, count=len(entries))
-        for i in np.flatnonzero(resolved == _MISS).tolist():
-            out = rule.outcome(entries[i])
-            if out.error is not None:
-                code = _CODE_BAD
-            elif out.text is None:
-                code = _CODE_ABSENT
-            else:
-                code = int(self.cache.digest(name, out.text) & self._imask)
-            resolved[i] = cache[entries[i]] = code
+        new = np.flatnonzero(resolved == _MISS)
+        if len(new):
+            codes = self._new_entries(name, rule, arr.dictionary, new, entries)
+            resolved[new] = codes
+            cache.update(zip(map(entries.__getitem__, new.tolist()), codes.tolist()))
         null = rule.outcome(None)
         null_code = _CODE_ABSENT if null.text is None else int(self.cache.digest(name, null.text) & self._imask)
         resolved = np.append(resolved, null_code)
@@ -313,6 +362,15 @@ class Hasher:
             if self.schema.signed:
                 value[(dig >> np.uint64(63)).astype(bool)] *= -1.0
         return index, value, present, bad
+
+    def _suppress(self, name: str, codes: np.ndarray, outcomes: list[Outcome]
+                  ) -> tuple[np.ndarray, list[Outcome]]:
+        """Rows whose value string is rare in the window point at one extra ``__rare__`` entry."""
+        texts = [o.text if o.error is None else None for o in outcomes]
+        keep = self.rare.keep_dictionary(name, codes, texts)
+        if keep.all():
+            return codes, outcomes
+        return np.where(keep, codes, len(outcomes)), outcomes + [Outcome(RARE_TOKEN)]
 
     def batch(self, batch: pa.RecordBatch, with_label: bool = True) -> EncodedBatch:
         """Encode a column batch; rows with a bad number or label are left out and listed."""
@@ -342,11 +400,13 @@ class Hasher:
             if name not in names:
                 raise RecordError(f"input has no column {name}", "missing_column")
             column = batch.column(names.index(name))
-            if not self.needs_values and name not in crossed:
+            if not self.needs_values and name not in crossed and not self.rare.enabled:
                 codes, e_idx, e_present, e_bad = self._fast_entries(name, column)
                 e_val = None
             else:
                 codes, outcomes = self._entries(name, column)
+                if self.rare.enabled:
+                    codes, outcomes = self._suppress(name, codes, outcomes)
                 e_idx, e_val, e_present, e_bad = self._entry_arrays(name, outcomes)
                 kept_texts[name] = (codes, outcomes)
             idx[:, j] = e_idx[codes]

@@ -12,7 +12,7 @@ import stat
 from pathlib import Path
 
 from shared.errors import KeyFileError
-from shared.hashspec import MIN_KEY_BYTES
+from shared.hashspec import MAX_KEY_BYTES, MIN_KEY_BYTES
 
 KEY_BYTES = 32
 KEY_MODE = 0o600
@@ -20,8 +20,9 @@ KEY_MODE = 0o600
 
 def write_key(path: str | Path, force: bool = False, nbytes: int = KEY_BYTES) -> bytes:
     """Create ``path`` with mode 0600 holding ``nbytes`` random bytes; refuse to overwrite unless ``force``."""
-    if nbytes < MIN_KEY_BYTES:
-        raise KeyFileError(f"a key needs at least {MIN_KEY_BYTES} bytes, asked for {nbytes}")
+    if not MIN_KEY_BYTES <= nbytes <= MAX_KEY_BYTES:
+        raise KeyFileError(f"a key needs {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes (BLAKE2b's limit), "
+                           f"asked for {nbytes}")
     path = Path(path)
     key = secrets.token_bytes(nbytes)
     if force and path.exists():
@@ -41,7 +42,7 @@ def write_key(path: str | Path, force: bool = False, nbytes: int = KEY_BYTES) ->
 
 
 def read_key(path: str | Path) -> bytes:
-    """The key in ``path``, after checking it is private to its owner and long enough."""
+    """The key in ``path``, after checking it is private to its owner and 16..64 bytes long."""
     path = Path(path)
     try:
         st = path.stat()
@@ -56,4 +57,6 @@ def read_key(path: str | Path) -> bytes:
     key = path.read_bytes()
     if len(key) < MIN_KEY_BYTES:
         raise KeyFileError(f"key file {path} holds {len(key)} bytes, fewer than {MIN_KEY_BYTES}")
+    if len(key) > MAX_KEY_BYTES:
+        raise KeyFileError(f"key file {path} holds {len(key)} bytes, more than BLAKE2b's {MAX_KEY_BYTES}")
     return key

@@ -4,7 +4,10 @@ Labels are bounded (topic, reason, field name from the schema); never a value or
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+# seconds per batch: a 4096-record frame takes milliseconds, a 16 MiB CSV block up to seconds
+BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class ProducerMetrics:
@@ -25,6 +28,10 @@ class ProducerMetrics:
                                registry=r)
         self.distinct = Gauge("hb_producer_distinct_values", "Distinct values seen per field (estimate)",
                               ["field"], registry=r)
+        self.batch_seconds = Histogram("hb_producer_batch_seconds", "Read+hash+encode+produce per batch",
+                                       buckets=BATCH_BUCKETS, registry=r)
+        self.hash_seconds = Histogram("hb_producer_hash_seconds", "Keyed hashing per batch",
+                                      buckets=BATCH_BUCKETS, registry=r)
         self.key = Info("hb_producer_key", "Public fingerprint of the hashing key and spec", registry=r)
 
     def serve(self, port: int) -> None:

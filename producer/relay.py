@@ -82,6 +82,7 @@ class RelayService(ProducerService):
                     break
                 if max_records is not None and r.records_read >= max_records:
                     break
+                t_batch = time.perf_counter()
                 msgs = self.consumer.consume(num_messages=self.settings.frame_records, timeout=0.5)
                 good = []
                 for m in msgs:
@@ -96,7 +97,9 @@ class RelayService(ProducerService):
                 last_input = time.monotonic()
                 records, offsets = self._decode(good)
                 r.records_read += len(good)
+                t_hash = time.perf_counter()
                 enc = self.hasher.records(records)
+                self.metrics.hash_seconds.observe(time.perf_counter() - t_hash)
                 self._publish(enc)
                 for pos, column, reason in enc.bad:
                     self._note_bad(offsets[pos], f"column {column}" if column else "", reason)
@@ -104,10 +107,12 @@ class RelayService(ProducerService):
                 if self.publisher.flush(30.0) or self.publisher.stats.frames_failed != failed_before:
                     raise KafkaError("destination did not acknowledge every frame; source offsets not committed")
                 self._commit(good)
+                self.metrics.batch_seconds.observe(time.perf_counter() - t_batch)
         finally:
             stats = self.publisher.stats
             r.records_sent, r.records_acked, r.frames = stats.records_sent, stats.records_acked, stats.frames_sent
             r.delivery_errors = stats.frames_failed
             r.elapsed = time.monotonic() - t0
             r.stopped = self._stop
+            self._set_distinct()
         return r

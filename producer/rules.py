@@ -20,6 +20,7 @@ from producer.schema import BIN_PREFIX, Schema
 
 WHITESPACE = " \t\n\r\x0b\x0c"  # stripped from both ends of every input string (ASCII only)
 CACHE_LIMIT = 1 << 20  # digests kept per field; the cache is emptied when it grows past this
+KERNEL_MIN_VALUES = 64  # this many new values of a field are hashed in one numba call, fewer in Python
 
 
 def as_text(value: Any) -> str | None:
@@ -104,6 +105,8 @@ class DigestCache:
         self.fields: dict[str, dict[str, int]] = {}
         self.hashed = 0  # keyed digests computed (cache misses)
         self._digest64 = hasher.digest64
+        self._key = key if hasher.spec.algorithm is Algorithm.BLAKE2B_KEYED else None
+        self._kernel: Any = None  # producer.blake2.KeyedBlake2, loaded on first use (numba import)
         if key is not None and hasher.spec.algorithm is Algorithm.BLAKE2B_KEYED:
             # the same digest as FeatureHasher.digest64, from a copy of the keyed state: the key
             # block is compressed once instead of on every call (about 3x faster per value)
@@ -141,6 +144,25 @@ class DigestCache:
                 self.hashed += 1
             out.append(d)
         return np.array(out, dtype=np.uint64)
+
+    def kernel(self) -> Any:
+        """The numba keyed BLAKE2b of this key (None in mmh3 mode); numba loads on first call."""
+        if self._kernel is None and self._key is not None:
+            from producer.blake2 import KeyedBlake2
+
+            self._kernel = KeyedBlake2(self._key)
+        return self._kernel
+
+    def uncached(self, field: str, texts: list[str]) -> np.ndarray:
+        """Digests of new value strings, not kept in the cache (the caller keeps the indices):
+        many at once go through one numba call, a few through Python."""
+        self.hashed += len(texts)
+        if len(texts) >= KERNEL_MIN_VALUES and self.kernel() is not None:
+            import pyarrow as pa
+
+            return self.kernel().digest_strings(field.encode("utf-8"), pa.array(texts, type=pa.string()))
+        d64 = self._digest64
+        return np.fromiter((d64(feature_bytes(field, t)) for t in texts), dtype=np.uint64, count=len(texts))
 
     def distinct(self) -> dict[str, int]:
         """Distinct values seen per field since the cache was last emptied (an estimate)."""

@@ -27,7 +27,8 @@ BIN_PREFIX = "bin:"  # numeric bin i (count of edges <= x) becomes the value str
 CROSS_FIELD_JOIN = "*"  # cross of fields a and b is the field "a*b"
 CROSS_VALUE_JOIN = "\x1f"  # its value is "<value of a>\x1f<value of b>"
 _TOP_KEYS = {"version", "names", "header", "delimiter", "hash", "label", "id", "drop", "missing",
-             "categorical", "numeric", "cross", "edges_file"}
+             "categorical", "numeric", "cross", "edges_file", "rare"}
+DEFAULT_RARE_WINDOW = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,8 @@ class Schema:
     missing_token: str | None = DEFAULT_MISSING_TOKEN  # None: a missing value yields no feature
     path: Path | None = None
     edges_path: Path | None = None
+    rare_k: int = 0  # > 1: a value seen fewer than k times in the last rare_window records is "__rare__"
+    rare_window: int = DEFAULT_RARE_WINDOW
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -191,6 +194,18 @@ def _parse_label(doc: Mapping[str, Any]) -> Label | None:
     return Label(lab["column"], frozenset(positive), frozenset(negative) if negative is not None else None)
 
 
+def _parse_rare(doc: Mapping[str, Any]) -> dict[str, int]:
+    rare = _table(doc, "rare")
+    _no_unknown(rare, "rare", {"k", "window"})
+    window = rare.get("window", DEFAULT_RARE_WINDOW)
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+        raise SchemaError(f"[rare]: window must be a positive integer, got {window!r}")
+    k = rare.get("k", 0)
+    if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= window:
+        raise SchemaError(f"[rare]: k must be an integer in 0..window ({window}), got {k!r}")
+    return {"rare_k": k, "rare_window": window}
+
+
 def parse_schema(doc: Mapping[str, Any], path: Path | None = None) -> Schema:
     """Compile a parsed TOML document; every problem raises :class:`SchemaError` naming the key."""
     unknown = set(doc) - _TOP_KEYS
@@ -267,7 +282,7 @@ def parse_schema(doc: Mapping[str, Any], path: Path | None = None) -> Schema:
         id_column=id_column, drop=tuple(drop), names=tuple(names) if names else None, header=header,
         delimiter=delimiter, missing_values=frozenset(missing_values),
         missing_token=token if policy == "token" else None, path=path, edges_path=edges_path,
-        **_parse_hash(doc))
+        **_parse_hash(doc), **_parse_rare(doc))
     if schema.algorithm is Algorithm.MMH3_PUBLIC:
         log.warning("INSECURE: schema selects mmh3 with a public seed; anyone can invert these indices "
                     "with a dictionary attack. Use only for benchmarks and non-sensitive data.")

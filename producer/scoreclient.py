@@ -251,3 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hashbridge score: {exc}", file=sys.stderr)
         return 1
     return 0 if report.no_reply == 0 and not report.errors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -97,6 +97,7 @@ class ProducerService:
         else:
             enc = self.hasher.records(chunk.records or [])
         dt = time.perf_counter() - t0
+        self.metrics.hash_seconds.observe(dt)
         if dt > 0:
             self.metrics.hash_rate.set(chunk.num_rows / dt)
         bad = self._new_rejects()
@@ -133,6 +134,7 @@ class ProducerService:
         """Publish until the source ends, ``max_records`` are read, ``timeout`` passes or ``stop()``."""
         r = self.report
         t0 = time.monotonic()
+        t_batch = time.perf_counter()  # a batch's time runs from the end of the previous one (its read included)
         try:
             for chunk in self.source:
                 if max_records is not None and r.records_read + chunk.num_rows > max_records:
@@ -143,6 +145,9 @@ class ProducerService:
                         chunk.records = (chunk.records or [])[:keep]
                 r.records_read += chunk.num_rows
                 self._accept(chunk, *self._encode(chunk))
+                now = time.perf_counter()
+                self.metrics.batch_seconds.observe(now - t_batch)
+                t_batch = now
                 if self.progress is not None:
                     self.progress(chunk, r)
                 if self._stop or (max_records is not None and r.records_read >= max_records):
@@ -160,6 +165,9 @@ class ProducerService:
             r.records_sent, r.records_acked, r.frames = stats.records_sent, stats.records_acked, stats.frames_sent
             r.delivery_errors = stats.frames_failed + remaining
             r.elapsed = time.monotonic() - t0
-            for f, n in self.hasher.distinct().items():
-                self.metrics.distinct.labels(f).set(n)
+            self._set_distinct()
         return r
+
+    def _set_distinct(self) -> None:
+        for f, n in self.hasher.distinct().items():
+            self.metrics.distinct.labels(f).set(n)

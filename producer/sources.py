@@ -23,7 +23,9 @@ from shared.errors import ConfigError, RecordError
 from producer.schema import Schema
 
 DEFAULT_BLOCK_BYTES = 16 << 20
-DICT_STRING = pa.dictionary(pa.int32(), pa.string())
+# columns are read as plain strings and dictionary-encoded per column by the hasher: pyarrow's CSV
+# reader spends about 3x the CPU when it builds the dictionaries itself (measured, docs/producer.md)
+STRING = pa.string()
 
 
 @dataclass(slots=True)
@@ -52,7 +54,7 @@ class Rejects:
 
 
 class CsvSource:
-    """Streams a CSV file in column batches; every read column is dictionary-encoded strings."""
+    """Streams a CSV file in column batches; every read column is strings (never inferred numbers)."""
 
     def __init__(self, path: str | Path, schema: Schema, columns: tuple[str, ...],
                  block_bytes: int = DEFAULT_BLOCK_BYTES, skip_rows: int = 0, use_threads: bool = False) -> None:
@@ -85,7 +87,7 @@ class CsvSource:
                                  autogenerate_column_names=False)
         parse = pacsv.ParseOptions(delimiter=self.schema.delimiter, invalid_row_handler=self._on_invalid)
         convert = pacsv.ConvertOptions(include_columns=list(self.columns),
-                                       column_types={c: DICT_STRING for c in self.columns},
+                                       column_types={c: STRING for c in self.columns},
                                        strings_can_be_null=False, quoted_strings_can_be_null=False)
         f = pa.OSFile(str(self.path), "rb")
         try:

@@ -9,10 +9,28 @@ from shared.settings import KafkaSettings
 
 Mode = Literal["latency", "throughput"]
 
-# Per mode: (messages per consume call, consume wait s, reply producer linger ms, commit interval s)
+# Per mode: (most messages per batch, longest wait for a first message s, reply producer linger ms,
+# commit interval s). The loop never waits for a batch to fill: it takes what the fetch queue
+# holds and waits only while that is empty (``ScorerService._next_batch``).
 MODE_DEFAULTS: dict[str, tuple[int, float, float, float]] = {
     "latency": (64, 0.002, 0.0, 0.5),
-    "throughput": (100, 0.05, 20.0, 2.0),
+    "throughput": (16, 0.05, 5.0, 2.0),  # frames are large (16k-64k records, up to MiBs each)
+}
+
+# librdkafka settings per mode. Latency: fetch responses as soon as one byte is there, replies
+# sent at once, uncompressed (a one-record reply is ~60 bytes). Throughput: fetches of several
+# MiB, a deep prefetch queue so the broker's next frames arrive while the kernel runs, replies
+# batched, uncompressed (probabilities and random request ids do not compress; lz4 cost CPU for
+# nothing, measured in docs/scorer.md).
+_CONSUMER_MODE: dict[str, dict[str, Any]] = {
+    "latency": {"fetch.wait.max.ms": 2, "fetch.min.bytes": 1, "fetch.queue.backoff.ms": 1},
+    "throughput": {"fetch.wait.max.ms": 50, "fetch.min.bytes": 1 << 20,
+                   "queued.max.messages.kbytes": 256 * 1024, "queued.min.messages": 1000},
+}
+_PRODUCER_MODE: dict[str, dict[str, Any]] = {
+    "latency": {"batch.num.messages": 64, "compression.type": "none"},
+    "throughput": {"batch.num.messages": 10000, "batch.size": 16 * 1024 * 1024,
+                   "compression.type": "none"},
 }
 
 
@@ -64,8 +82,7 @@ class ScorerSettings:
     def consumer_overrides(self) -> dict[str, Any]:
         return {"session.timeout.ms": self.session_timeout_ms,
                 "heartbeat.interval.ms": max(100, self.session_timeout_ms // 10),
-                "fetch.wait.max.ms": 5 if self.mode == "latency" else 100,
-                "partition.assignment.strategy": "roundrobin"}
+                "partition.assignment.strategy": "roundrobin", **_CONSUMER_MODE[self.mode]}
 
     def producer_overrides(self) -> dict[str, Any]:
-        return {"linger.ms": self.linger_ms, "batch.num.messages": 1000 if self.mode == "latency" else 10000}
+        return {"linger.ms": self.linger_ms, **_PRODUCER_MODE[self.mode]}

@@ -14,9 +14,11 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import re
 import struct
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -233,37 +235,79 @@ def _scan_manifests(settings: KafkaSettings, timeout: float = 30.0) -> dict[int,
 
 
 class ModelWatcher:
-    """Follows the models topic from its start and hands out newer, complete, verified models."""
+    """Follows the models topic from its start and hands out newer, complete, verified models.
 
-    def __init__(self, settings: KafkaSettings) -> None:
+    Checking and decoding a model (a 2^24 model is 64 MiB to join, hash and check) runs on a
+    background assembler thread, never in :meth:`poll`: the caller's thread only files chunks
+    by reference and, once the assembler has published a fully built snapshot, reads one
+    reference. A snapshot is immutable (its weights are read-only), so there is no half model to
+    see. Most of the assembler's work (SHA-256, numpy checks) releases the GIL.
+    """
+
+    def __init__(self, settings: KafkaSettings, consumer: Any = None) -> None:
         self.topic = settings.topics.models
-        ensure_topics(settings, {self.topic: 1}, configs={self.topic: MODEL_TOPIC_CONFIG})
-        self._consumer = make_consumer(settings, f"hb-models-watch-{uuid.uuid4().hex}")
-        self._consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
-        self._chunks: dict[int, dict[int, bytes]] = {}
-        self._latest: ModelSnapshot | None = None
+        if consumer is None:
+            ensure_topics(settings, {self.topic: 1}, configs={self.topic: MODEL_TOPIC_CONFIG})
+            consumer = make_consumer(settings, f"hb-models-watch-{uuid.uuid4().hex}")
+            consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+        self._consumer = consumer
+        self._chunks: dict[int, dict[int, bytes]] = {}  # touched by the polling thread only
+        self._latest: ModelSnapshot | None = None  # written by the assembler, one reference
         self._returned = 0
         self.rejected = 0
+        self._decode = decode_model  # the step that takes time; tests may wrap it
+        self._jobs: queue.SimpleQueue[tuple[int, bytes, dict[int, bytes]] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pending = 0  # manifests handed to the assembler and not finished yet
+        self._finished = threading.Condition(self._lock)
+        self._assembler = threading.Thread(target=self._assemble_loop, name="hb-model-assembler",
+                                           daemon=True)
+        self._assembler.start()
 
     @property
     def latest(self) -> ModelSnapshot | None:
         return self._latest
 
+    @property
+    def assembling(self) -> int:
+        """Models handed to the assembler and not yet built or rejected."""
+        return self._pending
+
+    def _newer(self) -> ModelSnapshot | None:
+        latest = self._latest  # one read: a whole snapshot or None
+        return latest if latest is not None and latest.version > self._returned else None
+
     def poll(self, timeout: float) -> ModelSnapshot | None:
-        """A model newer than the last one returned, or None once ``timeout`` passes without one."""
+        """A model newer than the last one returned, or None once ``timeout`` passes without one.
+
+        ``poll(0)`` never blocks on assembly or on the broker: it files what was already fetched
+        and returns whatever the assembler finished.
+        """
         deadline = time.monotonic() + timeout
         while True:
-            remaining = deadline - time.monotonic()
-            found = self._latest is not None and self._latest.version > self._returned
-            msgs = self._consumer.consume(500, 0 if found else max(0.0, min(remaining, 0.5)))
+            msgs = self._consumer.consume(500, 0)  # only what the client already fetched
             for msg in msgs:
                 self._handle(msg)
-            found = self._latest is not None and self._latest.version > self._returned
-            if found and (not msgs or remaining <= 0):
-                self._returned = self._latest.version
-                return self._latest
-            if remaining <= 0 and not msgs:
+            newer = self._newer()
+            remaining = deadline - time.monotonic()
+            if newer is not None and (not msgs or remaining <= 0):
+                self._returned = newer.version
+                newest = newer.version
+                for v in [v for v in self._chunks if v <= newest]:
+                    del self._chunks[v]
+                return newer
+            if remaining <= 0:
                 return None
+            if msgs:
+                continue
+            if self._pending:  # wait for the assembler (or the deadline), not for the broker
+                with self._finished:
+                    if self._pending:
+                        self._finished.wait(min(remaining, 0.5))
+            else:
+                msg = self._consumer.poll(min(remaining, 0.5))
+                if msg is not None:
+                    self._handle(msg)
 
     def _handle(self, msg: Any) -> None:
         if msg.error():
@@ -281,12 +325,27 @@ class ModelWatcher:
         elif m := _MANIFEST_KEY.match(key):
             v = int(m.group(1))
             if value is not None and v > newest:
-                self._assemble(v, value)
+                with self._lock:
+                    self._pending += 1
+                self._jobs.put((v, value, self._chunks.pop(v, {})))  # the assembler owns the parts now
         else:
             log.warning("models topic: ignoring a record with an unknown key at offset %d", msg.offset())
 
-    def _assemble(self, version: int, manifest_value: bytes) -> None:
-        parts = self._chunks.get(version, {})
+    def _assemble_loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                self._assemble(*job)
+            except Exception:  # noqa: BLE001 - the assembler must outlive one bad model
+                self.rejected += 1
+                log.exception("skipping model version %d: assembly failed", job[0])
+            finally:
+                with self._finished:
+                    self._pending -= 1
+                    self._finished.notify_all()
+
+    def _assemble(self, version: int, manifest_value: bytes, parts: dict[int, bytes]) -> None:
+        if self._latest is not None and self._latest.version >= version:
+            return  # a newer model was built meanwhile
         try:
             m = _parse_manifest(manifest_value)
             n = int(m["n_chunks"])
@@ -298,19 +357,20 @@ class ModelWatcher:
             blob = b"".join(parts[i] for i in range(n))
             if len(blob) != int(m["length"]) or hashlib.sha256(blob).hexdigest() != m["sha256"]:
                 raise ModelError(f"model {version} fails its manifest checksum", "model_checksum")
-            snapshot = decode_model(blob)
+            snapshot = self._decode(blob)
             if snapshot.version != version:
                 raise ModelError("model blob version differs from its manifest", "bad_manifest")
         except ModelError as exc:
             self.rejected += 1
             log.warning("skipping model version %d: %s (%s)", version, exc, exc.reason)
             return
-        self._latest = snapshot
-        for v in [v for v in self._chunks if v <= version]:
-            del self._chunks[v]
+        snapshot.weights.flags.writeable = False  # shared with the serving thread: immutable
+        self._latest = snapshot  # the swap: one reference, to a fully built snapshot
         log.info("assembled model version %d (%d records seen)", version, snapshot.records_seen)
 
     def close(self) -> None:
+        self._jobs.put(None)
+        self._assembler.join(30)
         self._consumer.close()
 
 

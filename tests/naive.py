@@ -1,7 +1,8 @@
 """Plain numpy/Python references for the trainer's numba kernels (slow, obviously correct).
 
 Each mirrors the documented semantics of :mod:`trainer.kernels`: predict a row, record it, then
-learn it coordinate by coordinate in order, in float64 arithmetic over float32 storage.
+learn it coordinate by coordinate in order, in float64 arithmetic over float32 storage (AdaGrad's
+coordinate update in float32 arithmetic, as its kernel).
 """
 from __future__ import annotations
 
@@ -48,13 +49,14 @@ def adagrad_frame(state, bias, labels, offsets, indices, values, rweights, hp, s
             g = (observe(stats, m, y, rw) - y) * rw
             if g == 0:
                 continue
-            for j, x in zip(js, xs):
-                w = float(state[j, 0])
-                gi = g * x + l2 * w
-                acc = float(state[j, 1]) + gi * gi
-                state[j, 1] = np.float32(acc)
+            f32 = np.float32
+            for j, x in zip(js, xs):  # float32 arithmetic, as the kernel (deliberately, for speed)
+                w = f32(state[j, 0])
+                gi = f32(g) * f32(x) + f32(l2) * w
+                acc = f32(state[j, 1]) + gi * gi
+                state[j, 1] = acc
                 if acc > 0:
-                    state[j, 0] = np.float32(w - lr * gi / math.sqrt(acc))
+                    state[j, 0] = w - f32(lr) * gi / np.sqrt(acc)
             bias[1] += g * g
             bias[0] -= lr * g / math.sqrt(bias[1])
 

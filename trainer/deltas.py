@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import os
+import socket
 import struct
 import time
 import zlib

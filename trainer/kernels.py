@@ -26,16 +26,28 @@ this machine); the price is that a row's prediction does not yet see the updates
 ``GROUP - 1`` rows before it in its group. Groups never span frames, so the result depends only
 on the frames, not on how ``consume`` batches them. A repeated index in one row is applied once
 per occurrence, in order, each seeing the previous occurrence's update.
+
+While row ``i`` is learned, the kernels prefetch the rows of row ``i + GROUP`` (the next group's
+margins), so those cache misses overlap this row's arithmetic (measured ~1.3x at 2**22 weights).
+AdaGrad's coordinate update runs in float32 (the storage type; float64 costs ~1.3x more in
+sqrt/div). ``FASTMATH`` allows no-NaN/no-inf, reciprocal and contraction rewrites but never
+reassociation, so a given compiled binary is deterministic (a killed-and-restarted run matches
+bit for bit) and results stay within float32 rounding of the plain references.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import config, njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 CACHE = True
-FASTMATH = False  # exact IEEE semantics: a killed-and-restarted run must match bit for bit
+# deterministic for one compiled binary (no "reassoc": summation order is fixed), so restarts
+# stay bit-exact; "arcp"/"afn" let x / sqrt(y) become a reciprocal-sqrt sequence
+FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
 
 GROUP = 8  # rows whose margins are gathered before any of them is learned
 
@@ -50,6 +62,40 @@ MARGIN_RANGE = 16.0  # histogram covers margins in [-16, 16); outside goes to th
 HIST_POS = 8
 HIST_NEG = HIST_POS + N_BINS
 STATS_LEN = HIST_NEG + N_BINS
+
+
+def _prefetch_py(state, j):  # NUMBA_DISABLE_JIT (coverage): a prefetch is only a hint
+    pass
+
+
+@intrinsic
+def _prefetch_jit(typingctx, state, j):
+    """``prefetchw`` the cache line of ``state[j, 0]`` (C-contiguous 2-D array): a hint only."""
+    def codegen(context, builder, signature, args):
+        aty, jty = signature.args
+        ary = context.make_array(aty)(context, builder, args[0])
+        jj = context.cast(builder, args[1], jty, types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, aty, ary,
+                                       [jj, context.get_constant(types.intp, 0)],
+                                       wraparound=False, boundscheck=False)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+            ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8")
+        # rw=1 (for write), locality=3 (keep in all levels), data cache
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(1), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.void(state, j), codegen
+
+
+_prefetch = _prefetch_py if config.DISABLE_JIT else _prefetch_jit
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _prefetch_row(state, offsets, indices, i, n):
+    """Start loading the coordinates of row ``i`` (if any) without waiting for them."""
+    if i < n:
+        for k in range(offsets[i], offsets[i + 1]):
+            _prefetch(state, indices[k])
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
@@ -98,8 +144,12 @@ def _margins(ms, state, b, offsets, indices, values, i0, r):
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=True)
 def adagrad_frame(state, bias, labels, offsets, indices, values, rweights, hp, stats):
-    """AdaGrad: per-coordinate rate ``lr / sqrt(sum g^2)``; L2 on the coordinates a row touches."""
+    """AdaGrad: per-coordinate rate ``lr / sqrt(sum g^2)``; L2 on the coordinates a row touches.
+
+    The coordinate update is float32 arithmetic (the storage type); the bias stays float64.
+    """
     lr, l2 = hp[HP_LR], hp[HP_L2]
+    lr32, l2_32 = np.float32(lr), np.float32(l2)
     has_v, has_w = values.shape[0] > 0, rweights.shape[0] > 0
     b0, a0 = bias[0], bias[1]
     b, a = b0, a0
@@ -110,20 +160,31 @@ def adagrad_frame(state, bias, labels, offsets, indices, values, rweights, hp, s
         _margins(ms, state, b, offsets, indices, values, i0, r)
         for q in range(r):
             i = i0 + q
+            _prefetch_row(state, offsets, indices, i + GROUP, n)
             y = float(labels[i])
             rw = float(rweights[i]) if has_w else 1.0
             g = (_observe(stats, ms[q], y, rw) - y) * rw
             if g == 0.0:
                 continue
-            for k in range(offsets[i], offsets[i + 1]):
-                j = indices[k]
-                x = float(values[k]) if has_v else 1.0
-                w = float(state[j, 0])
-                gi = g * x + l2 * w
-                acc = float(state[j, 1]) + gi * gi
-                state[j, 1] = acc
-                if acc > 0.0:
-                    state[j, 0] = w - lr * gi / math.sqrt(acc)
+            g32 = np.float32(g)
+            if has_v:
+                for k in range(offsets[i], offsets[i + 1]):
+                    j = indices[k]
+                    w = state[j, 0]
+                    gi = g32 * values[k] + l2_32 * w
+                    acc = state[j, 1] + gi * gi
+                    state[j, 1] = acc
+                    if acc > 0.0:
+                        state[j, 0] = w - lr32 * gi / np.sqrt(acc)
+            else:  # the common case, specialised: no per-index values
+                for k in range(offsets[i], offsets[i + 1]):
+                    j = indices[k]
+                    w = state[j, 0]
+                    gi = g32 + l2_32 * w
+                    acc = state[j, 1] + gi * gi
+                    state[j, 1] = acc
+                    if acc > 0.0:
+                        state[j, 0] = w - lr32 * gi / np.sqrt(acc)
             a += g * g
             b -= lr * g / math.sqrt(a)
     bias[0] += b - b0
@@ -144,6 +205,7 @@ def sgd_frame(state, bias, labels, offsets, indices, values, rweights, hp, stats
         _margins(ms, state, b, offsets, indices, values, i0, r)
         for q in range(r):
             i = i0 + q
+            _prefetch_row(state, offsets, indices, i + GROUP, n)
             y = float(labels[i])
             rw = float(rweights[i]) if has_w else 1.0
             g = (_observe(stats, ms[q], y, rw) - y) * rw
@@ -191,6 +253,7 @@ def ftrl_frame(state, bias, labels, offsets, indices, values, rweights, hp, stat
             ms[q] = m
         for q in range(r):
             i = i0 + q
+            _prefetch_row(state, offsets, indices, i + GROUP, n_rows)
             y = float(labels[i])
             rw = float(rweights[i]) if has_w else 1.0
             g = (_observe(stats, ms[q], y, rw) - y) * rw

@@ -43,3 +43,49 @@ def summarize(row: np.ndarray) -> Progress:
     return Progress(int(row[S_N]), float(row[S_LOSS]) / w,
                     histogram_auc(row[HIST_POS:HIST_POS + N_BINS], row[HIST_NEG:HIST_NEG + N_BINS]),
                     float(row[S_P]) / w, float(row[S_Y]) / w)
+
+
+# --- the per-worker learning curve (opt-in, ``--curve-records``) ---
+
+@dataclass(frozen=True, slots=True)
+class CurveRow:
+    """One worker's cumulative stats row at a monotonic time. ``point`` False: a start row
+    (posted when a worker attaches, before it learns), which sets the worker's baseline but is
+    not a point of the curve itself."""
+
+    time: float
+    worker: int
+    stats: np.ndarray
+    point: bool = True
+
+
+def curve_points(latest: np.ndarray, rows: list[CurveRow]) -> tuple[list[tuple[float, Progress]], np.ndarray]:
+    """Merge new rows of all workers into overall points, in time order.
+
+    ``latest`` (workers x STATS_LEN) holds each worker's latest row from earlier calls (zeros if
+    none). A point of worker i at time t adds the latest row of every other worker at or before t.
+    Rows at equal times go in worker order, then input order. Returns the points
+    ``(time, Progress)`` and the updated ``latest`` (a new array; the argument is not modified).
+    """
+    cur = np.array(latest, np.float64, copy=True)
+    points: list[tuple[float, Progress]] = []
+    for k in sorted(range(len(rows)), key=lambda k: (rows[k].time, rows[k].worker, k)):
+        r = rows[k]
+        cur[r.worker] = r.stats
+        if r.point:
+            points.append((r.time, summarize(merge(cur))))
+    return points, cur
+
+
+class Curve:
+    """The supervisor's reader state: ring cursors per worker and the latest row of each."""
+
+    def __init__(self, workers: int) -> None:
+        self.cursors = np.zeros(workers, np.int64)
+        self.latest = np.zeros((workers, STATS_LEN))
+        self.skipped = 0  # rows overwritten in a ring before they were read
+
+    def update(self, rows: list[CurveRow], skipped: int = 0) -> list[tuple[float, Progress]]:
+        self.skipped += skipped
+        points, self.latest = curve_points(self.latest, rows)
+        return points

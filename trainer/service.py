@@ -16,6 +16,7 @@ Exactly-once protocol (the worker's half; docs/trainer.md has the whole):
 """
 from __future__ import annotations
 
+import bisect
 import ctypes
 import logging
 import os
@@ -36,7 +37,6 @@ from trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 SERVICE = "trainer"
-_LAT = np.array(S.LAT_BUCKETS)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -78,6 +78,14 @@ class Worker:
         self.parent_pid = parent_pid
         self.assigned: set[int] = set()
         self._stop = False
+        # learning curve: a point each time this worker's own record count crosses a multiple
+        self.curve_every = settings.curve_records if arrays.handle.curve_rows else 0
+        if self.curve_every:
+            arrays.post_curve(index, point=False)  # the baseline, before any record is learned
+            self._next_curve = self._after(self.stats[K.S_N])
+
+    def _after(self, records: float) -> float:
+        return (int(records) // self.curve_every + 1) * self.curve_every
 
     def stop(self) -> None:
         self._stop = True
@@ -161,6 +169,9 @@ class Worker:
                 learned += frame.n_records
                 self.counters[S.W_FRAMES] += 1
                 self._observe_latency(0, time.perf_counter() - k0)
+                if self.curve_every and self.stats[K.S_N] >= self._next_curve:
+                    self.a.post_curve(self.index)
+                    self._next_curve = self._after(self.stats[K.S_N])
             self.a.offsets[m.partition()] = m.offset() + 1  # the batch boundary of this message
             stored[m.partition()] = m.offset() + 1
         if dead:
@@ -179,7 +190,7 @@ class Worker:
 
     def _observe_latency(self, which: int, seconds: float) -> None:
         base = S.W_LAT + which * (len(S.LAT_BUCKETS) + 1)
-        self.counters[base + int(np.searchsorted(_LAT, seconds))] += 1
+        self.counters[base + bisect.bisect_left(S.LAT_BUCKETS, seconds)] += 1
 
     def _store(self, stored: dict[int, int]) -> None:
         tps = [TopicPartition(self.topic, p, o) for p, o in stored.items()]

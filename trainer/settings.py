@@ -31,6 +31,7 @@ class TrainerSettings:
     batch_messages: int = 64  # frames per consume() call
     poll_timeout: float = 0.2
     report_seconds: float = 10.0
+    curve_records: int = 0  # >0: each worker posts a learning-curve point every N of its records
     metrics_port: int = 0  # 0: no HTTP server
     max_partitions: int = 256
     session_timeout_ms: int = 10000  # how long a SIGKILLed member holds its partitions
@@ -46,6 +47,8 @@ class TrainerSettings:
             raise ConfigError("spec bits differ from --bits")
         if self.checkpoint_records < 1 or self.checkpoint_seconds <= 0:
             raise ConfigError("checkpoint interval must be positive")
+        if self.curve_records < 0:
+            raise ConfigError("--curve-records must be >= 0")
         if self.sync_seconds <= 0 or self.sync_records < 1:
             raise ConfigError("sync interval must be positive")
 
@@ -81,6 +84,7 @@ class TrainerSettings:
             checkpoint_records=a.checkpoint_records, checkpoint_seconds=a.checkpoint_seconds,
             keep_snapshots=a.keep, publish=not a.no_publish, until_caught_up=a.until_caught_up,
             batch_messages=a.batch_messages, report_seconds=a.report_seconds,
+            curve_records=a.curve_records,
             metrics_port=a.metrics_port if a.metrics_port is not None
             else int(env.get("HASHBRIDGE_TRAINER_METRICS_PORT", "0")),
             session_timeout_ms=a.session_timeout_ms,
@@ -115,6 +119,9 @@ def parser() -> argparse.ArgumentParser:
                    help="stop (final checkpoint) once every partition reached its end offset at start")
     p.add_argument("--batch-messages", type=int, default=64, help="frames per consume call")
     p.add_argument("--report-seconds", type=float, default=10.0)
+    p.add_argument("--curve-records", type=int, default=0,
+                   help="learning curve: each worker records a point every N of its records (checked "
+                        "per frame); appended to progress.jsonl at each report (default 0: off)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port (env HASHBRIDGE_TRAINER_METRICS_PORT)")
     p.add_argument("--session-timeout-ms", type=int, default=10000,
                    help="consumer session timeout: how soon a killed worker's partitions move")

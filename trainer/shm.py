@@ -12,6 +12,7 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -20,6 +21,7 @@ import numpy as np
 
 from trainer.kernels import STATS_LEN
 from trainer.model import STATE_COLUMNS
+from trainer.progressive import CurveRow
 
 SHM_DIR = Path("/dev/shm")
 PREFIX = "hbtrain_"
@@ -39,6 +41,12 @@ REJECT_REASONS = ("truncated", "bad_magic", "bad_version", "bad_kind", "wrong_ki
                   "index_out_of_range", "length_mismatch", "bad_label", "bad_weight", "bad_value",
                   "spec_mismatch", "malformed", "other")
 W_LEN = W_REJECT + len(REJECT_REASONS)
+# per-worker learning-curve ring (``--curve-records``): rows [monotonic time, kind, stats row...];
+# one writer (the worker), one reader (the supervisor); ``curve_head[w]`` counts rows ever written
+CURVE_ROWS = 4096  # ~16 KiB a row; pages are backed only once written
+CV_TIME, CV_KIND, CV_STATS = 0, 1, 2
+CURVE_COLS = CV_STATS + STATS_LEN
+KIND_START, KIND_POINT = 0, 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +57,7 @@ class ShmHandle:
     bits: int
     workers: int
     partitions: int
+    curve_rows: int = 0  # 0: no learning-curve ring
 
     def layout(self) -> list[tuple[str, tuple[int, ...], type]]:
         return [
@@ -59,6 +68,8 @@ class ShmHandle:
             ("offsets", (self.partitions,), np.int64),
             ("highwater", (self.partitions,), np.int64),
             ("control", (C_ACK + 2 * self.workers,), np.int64),
+            ("curve_head", (self.workers,), np.int64),
+            ("curve", (self.workers, self.curve_rows, CURVE_COLS), np.float64),
         ]
 
     @property
@@ -80,6 +91,8 @@ class SharedArrays:
     offsets: np.ndarray
     highwater: np.ndarray
     control: np.ndarray
+    curve_head: np.ndarray
+    curve: np.ndarray
 
     def __init__(self, handle: ShmHandle, buf: memoryview | mmap.mmap) -> None:
         self.handle = handle
@@ -96,6 +109,37 @@ class SharedArrays:
         """Records learned by the model so far (the exactly-once count)."""
         return int(self.stats[:, 0].sum())
 
+    def post_curve(self, worker: int, point: bool = True) -> None:
+        """The worker's half of the curve ring: copy its stats row, then publish the row."""
+        rows = self.handle.curve_rows
+        if rows == 0:
+            return
+        head = int(self.curve_head[worker])
+        row = self.curve[worker, head % rows]
+        row[CV_TIME] = time.monotonic()
+        row[CV_KIND] = KIND_POINT if point else KIND_START
+        row[CV_STATS:] = self.stats[worker]
+        self.curve_head[worker] = head + 1  # after the row (x86 keeps store order)
+
+    def read_curve(self, cursors: np.ndarray) -> tuple[list[CurveRow], int]:
+        """The supervisor's half: rows written since ``cursors`` (advanced in place); returns the
+        rows and how many were overwritten before they could be read (skipped)."""
+        rows, out, skipped = self.handle.curve_rows, [], 0
+        if rows == 0:
+            return out, 0
+        for w in range(self.handle.workers):
+            head = int(self.curve_head[w])
+            start = max(int(cursors[w]), head - rows)
+            copies = [(h, self.curve[w, h % rows].copy()) for h in range(start, head)]
+            floor = int(self.curve_head[w]) - rows  # rows below were (maybe) overwritten meanwhile
+            for h, row in copies:
+                if h < floor:
+                    continue
+                out.append(CurveRow(float(row[CV_TIME]), w, row[CV_STATS:], bool(row[CV_KIND] == KIND_POINT)))
+            skipped += (head - int(cursors[w])) - sum(1 for h, _ in copies if h >= floor)
+            cursors[w] = head
+        return out, skipped
+
     def release(self) -> None:
         for name, _, _ in self.handle.layout():
             setattr(self, name, None)
@@ -104,10 +148,10 @@ class SharedArrays:
 class SharedState:
     """The owner: creates the block on enter (zeroed, offsets -1) and unlinks it on exit."""
 
-    def __init__(self, bits: int, workers: int, partitions: int = 256) -> None:
+    def __init__(self, bits: int, workers: int, partitions: int = 256, curve_rows: int = 0) -> None:
         sweep_stale()
         name = f"{PREFIX}{os.getpid()}_{os.urandom(4).hex()}"
-        self.handle = ShmHandle(name, bits, workers, partitions)
+        self.handle = ShmHandle(name, bits, workers, partitions, curve_rows)
         self._map: mmap.mmap | None = None
         self.arrays: SharedArrays | None = None
 

@@ -35,7 +35,7 @@ from trainer.checkpoint import Checkpoint, load_latest, write_checkpoint
 from trainer.deltas import TOPIC_CONFIG, DeltaSync, default_instance_id
 from trainer.metrics import TrainerMetrics
 from trainer.model import effective_weights
-from trainer.progressive import Progress, merge, summarize
+from trainer.progressive import Curve, Progress, merge, summarize
 from trainer.service import spec_from_control, spec_to_control, worker_main
 from trainer.settings import TrainerSettings
 
@@ -60,6 +60,7 @@ class Supervisor:
         self._publisher: Any = None
         self._prev_stats: np.ndarray | None = None
         self._last_curve_records = 0
+        self._curve = Curve(settings.workers) if settings.curve_records else None
         self.sync: DeltaSync | None = None  # --sync-deltas (docs/scale-out.md)
 
     def stop(self) -> None:
@@ -215,6 +216,11 @@ class Supervisor:
         self._publisher.publish(ModelSnapshot(ckpt.version, ckpt.spec, w, b, ckpt.records, ckpt.created_at))
 
     def report(self) -> None:
+        if self._curve is not None:  # the workers' curve rows first: they predate ``cur`` below
+            rows, skipped = self.arrays.read_curve(self._curve.cursors)  # type: ignore[union-attr]
+            for t, point in self._curve.update(rows, skipped):
+                self._last_curve_records = point.records
+                self._append_curve(point, time.time() - time.monotonic() + t)
         cur = merge(self.arrays.stats)  # type: ignore[union-attr]
         prev = self._prev_stats if self._prev_stats is not None else np.zeros_like(cur)
         overall = summarize(cur)
@@ -227,10 +233,10 @@ class Supervisor:
             self._last_curve_records = overall.records
             self._append_curve(overall)
 
-    def _append_curve(self, overall: Progress) -> None:
+    def _append_curve(self, overall: Progress, at: float | None = None) -> None:
         """The learning curve: one JSON line per report with new records, beside the snapshots."""
         self.s.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"time": time.time(), **dataclasses.asdict(overall)})
+        line = json.dumps({"time": time.time() if at is None else at, **dataclasses.asdict(overall)})
         with (self.s.checkpoint_dir / CURVE_FILE).open("a") as fh:
             fh.write(line + "\n")
 
@@ -259,7 +265,8 @@ class Supervisor:
             ensure_topics(s.kafka, {s.kafka.topics.deltas: 1}, configs={s.kafka.topics.deltas: TOPIC_CONFIG})
         deadline = None if timeout is None else time.monotonic() + timeout
         with ExitStack() as stack:
-            self.arrays = stack.enter_context(S.SharedState(s.bits, s.workers, s.max_partitions))
+            self.arrays = stack.enter_context(S.SharedState(
+                s.bits, s.workers, s.max_partitions, S.CURVE_ROWS if s.curve_records else 0))
             stack.callback(setattr, self, "arrays", None)
             ckpt = load_latest(s.checkpoint_dir)
             if ckpt is not None:

@@ -15,11 +15,12 @@ from confluent_kafka import Consumer, TopicPartition
 from producer import __main__ as produce_cli
 from producer.keys import read_key, write_key
 from producer.schema import load_schema
+from shared.datasets import adult_dir
 from shared.frames import Kind, decode
 from shared.hashspec import key_id
 
 ROOT = Path(__file__).resolve().parents[2]
-ADULT = Path("/work/shared/data/adult/adult.data")
+ADULT = adult_dir() / "adult.data"
 DEADLINE = 60.0
 PRINTABLE = re.compile(rb"[\x20-\x7e]{4,}")
 

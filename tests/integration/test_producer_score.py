@@ -17,11 +17,12 @@ from producer.hashing import make_hasher
 from producer.keys import read_key, write_key
 from producer.schema import load_schema
 from shared.clients import ensure_pipeline_topics
+from shared.datasets import adult_dir
 from shared.frames import Kind, decode, encode_error, encode_prediction
 from shared.settings import KafkaSettings, Topics
 
 ROOT = Path(__file__).resolve().parents[2]
-ADULT = Path("/work/shared/data/adult")
+ADULT = adult_dir()
 
 
 def fake_prob(indices: np.ndarray) -> float:

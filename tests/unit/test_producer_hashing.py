@@ -12,10 +12,12 @@ from producer.edges import fit_edges
 from producer.hashing import Hasher, make_hasher
 from producer.schema import load_schema
 from producer.sources import open_source
+from shared.datasets import adult_dir
+from shared.errors import RecordError
 from shared.hashspec import FeatureHasher
 
 ROOT = Path(__file__).resolve().parents[2]
-ADULT = Path("/work/shared/data/adult")
+ADULT = adult_dir()
 KEY = bytes(range(32))
 
 
@@ -93,14 +95,40 @@ def test_columnar_and_record_paths_agree_on_adult(adult_schema, tmp_path, varian
 
 def test_numba_kernel_path_agrees_with_record_path(adult_schema, monkeypatch):
     import producer.hashing as hashing
+    import producer.rules as rules
 
-    monkeypatch.setattr(hashing, "VECTOR_MIN_ENTRIES", 1)  # every categorical dictionary goes to numba
+    monkeypatch.setattr(hashing, "KERNEL_MIN_VALUES", 1)  # every new categorical value goes to numba
+    monkeypatch.setattr(rules, "KERNEL_MIN_VALUES", 1)
     hasher = make_hasher(adult_schema, KEY)
     labels, offsets, indices, _, _ = _columnar(hasher, adult_schema, ADULT / "adult.test")
-    assert hasher._blake is not None
+    assert hasher.cache._kernel is not None
     rec = _recordwise(make_hasher(adult_schema, KEY), _csv_records(ADULT / "adult.test", adult_schema.names))
     np.testing.assert_array_equal(indices, rec[2])
     np.testing.assert_array_equal(offsets, rec[1])
+    deferred = make_hasher(adult_schema, KEY)  # first sightings batched through records() and settle()
+    enc = deferred.records(_csv_records(ADULT / "adult.test", adult_schema.names))
+    assert deferred.cache._kernel is not None and deferred.pending == 0
+    np.testing.assert_array_equal(enc.indices, rec[2])
+    np.testing.assert_array_equal(enc.offsets, rec[1])
+
+
+def test_deferred_record_placeholders_settle_to_the_same_indices(adult_schema):
+    recs = _csv_records(ADULT / "adult.data", adult_schema.names)[:3000]
+    plain, deferred = make_hasher(adult_schema, KEY), make_hasher(adult_schema, KEY)
+    want: list[int] = []
+    got: list[int] = []
+    for i, r in enumerate(recs):
+        try:
+            want += plain.record(r)[1]
+        except RecordError:
+            continue
+        got += deferred.record(r, defer=True)[1]
+        if i == 1500:  # a frame boundary in the middle
+            assert deferred.pending > 0
+            got = deferred.settle(got).tolist()
+    assert min(got) < 0  # placeholders were handed out
+    np.testing.assert_array_equal(deferred.settle(got), np.array(want, dtype=np.uint32))
+    assert deferred.pending == 0
 
 
 def test_indices_are_feature_hasher_of_documented_value_strings(adult_schema):

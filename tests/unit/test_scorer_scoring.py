@@ -93,3 +93,16 @@ def test_train_frame_on_score_topic_is_refused() -> None:
     from shared.frames import encode_train
     buf = encode_train(SPEC, np.array([1], np.uint8), np.array([0, 1], np.uint32), np.array([5], np.uint32))
     assert serve(buf, model()).reason == "wrong_kind"
+
+
+def test_prediction_frame_matches_the_reference_encoder() -> None:
+    from scorer.scoring import predict, prediction_frame
+    from shared.frames import encode_prediction
+
+    rng = np.random.default_rng(5)
+    for n in (0, 1, 7, 300):
+        offsets, indices = random_rows(rng, n)
+        frame = decode(encode_score(SPEC, rng.integers(0, 2**63, n).astype(np.uint64), offsets, indices),
+                       expect=Kind.SCORE)
+        m = model(4)
+        assert prediction_frame(m, frame) == encode_prediction(SPEC, frame.request_ids, predict(m, frame), 4)

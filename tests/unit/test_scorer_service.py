@@ -45,6 +45,7 @@ class FakeConsumer:
     def subscribe(self, topics: list[str], **_: Any) -> None: pass
     def consume(self, n: int, timeout: float) -> list[Msg]:
         return self.batches.pop(0) if self.batches else []
+    def poll(self, timeout: float) -> None: return None
     def commit(self, offsets: list[Any], asynchronous: bool) -> None:
         self.log.append(("commit", [(tp.partition, tp.offset) for tp in offsets]))
     def assignment(self) -> list[Any]: return []
@@ -123,3 +124,27 @@ def test_no_model_after_grace_gets_error_reply() -> None:
         svc.run(max_records=1, timeout=5)
     reply = decode(next(e[3] for e in log if e[0] == "produce"))
     assert reply.kind is Kind.ERROR and reply.reason == "no_model"
+
+
+def test_a_batch_never_waits_to_fill() -> None:
+    """consume() is only called without a wait; the one wait is poll(), which returns at the first message."""
+    calls: list[tuple[str, float]] = []
+
+    class Recording(FakeConsumer):
+        def consume(self, n: int, timeout: float) -> list[Msg]:
+            calls.append(("consume", timeout))
+            return super().consume(n, timeout)
+
+        def poll(self, timeout: float) -> Msg | None:
+            calls.append(("poll", timeout))
+            return None
+
+    log: list[Any] = []
+    s = ScorerSettings(model_wait=0.0, commit_interval=0.0, model_check_interval=0.0, lag_interval=1e9)
+    svc = ScorerService(s, ScorerMetrics(), consumer=Recording([[Msg(request([1]), 0)]], log),
+                        producer=FakeProducer(log), watcher=FakeWatcher([model(1)]))
+    with svc:
+        assert svc.run(max_records=1, timeout=5) == 1
+        svc.run(timeout=0.05)  # nothing left: waits in poll() only
+    assert calls and all(t == 0 for kind, t in calls if kind == "consume")
+    assert ("poll", s.consume_wait) in calls

@@ -1,0 +1,156 @@
+"""Scale-out: delta bytes per record, staleness and throughput against the number of trainer
+instances on this machine (each one worker, own shared memory, one group, --sync-deltas).
+
+``python -m benchmarks.deltas [--quick]`` writes ``benchmarks/results/deltas.json``. Throughput is
+records produced / seconds from the first accepted delta to the one that completes the stream
+(read from the deltas log's broker timestamps), so start-up and the group join are excluded. The
+apply cost per coordinate is measured apart: docs/scale-out.md turns both into a model of
+throughput on separate machines.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Consumer, TopicPartition
+
+from benchmarks.common import write_result
+from hashbridge.localkafka import free_port
+from shared.clients import ensure_topics, make_admin
+from shared.hashspec import Algorithm, SpecId, mmh3_key_id
+from shared.settings import KafkaSettings
+from trainer.deltas import Ledger, decode_delta
+from trainer.launch import load_latest, produce_synthetic, start_trainer, wait_for
+
+BITS, FEATURES, PER_FRAME, PARTITIONS, SYNC_SECONDS = 20, 20, 5000, 6, 1.0
+SPEC = SpecId(Algorithm.MMH3_PUBLIC, BITS, False, mmh3_key_id(0))
+
+
+def read_log(ks: KafkaSettings) -> list[tuple[float, int, Any, bool]]:
+    """(broker time, bytes, delta, accepted) for every delta in the log, decided in order."""
+    c = Consumer({"bootstrap.servers": ks.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
+                  "enable.auto.commit": False, "fetch.message.max.bytes": 16 << 20})
+    _, high = c.get_watermark_offsets(TopicPartition(ks.topics.deltas, 0), timeout=10)
+    c.assign([TopicPartition(ks.topics.deltas, 0, 0)])
+    out, led, pos, parts = [], Ledger(), 0, {}
+    while pos < high:
+        for m in c.consume(100, 5.0):
+            if m.error():
+                continue
+            pos = m.offset() + 1
+            h = {k: v.decode() for k, v in m.headers()}
+            key = (h["hb.instance"], h["hb.seq"])
+            parts.setdefault(key, []).append(m.value())
+            i, n = map(int, h["hb.part"].split("/"))
+            if i + 1 == n:
+                blob = b"".join(parts.pop(key))
+                d = decode_delta(blob)
+                out.append((m.timestamp()[1] / 1000.0, len(blob), d, led.decide(d)))
+    c.close()
+    return out
+
+
+def scrape(port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://localhost:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+def run_instances(k: int, n: int) -> dict[str, Any]:
+    ks = KafkaSettings.from_env(prefix=f"bd{uuid.uuid4().hex[:8]}.")
+    ensure_topics(ks, {ks.topics.train: PARTITIONS, ks.topics.dlq: 1})
+    ports = [free_port() for _ in range(k)]
+    with tempfile.TemporaryDirectory() as root:
+        procs = []
+        for i in range(k):
+            args = ["--bootstrap", ks.bootstrap, "--topic-prefix", ks.topics.prefix, "--group",
+                    f"g-{ks.topics.prefix}", "--workers", "1", "--bits", str(BITS), "--checkpoint-dir",
+                    f"{root}/ck{i}", "--no-publish", "--sync-deltas", "--sync-seconds", str(SYNC_SECONDS),
+                    "--checkpoint-seconds", "2", "--report-seconds", "1000", "--instance-id", f"i{i}",
+                    "--metrics-port", str(ports[i])]
+            procs.append(start_trainer(args, log_path=Path(root) / f"i{i}.log"))
+
+        def records(i: int) -> int:
+            try:
+                s = load_latest(f"{root}/ck{i}")
+            except (OSError, ValueError, KeyError):
+                return -1
+            return -1 if s is None or s.sync is None else s.sync["ledger"]["records"]
+
+        try:
+            wait_for(lambda: all(records(i) == 0 for i in range(k)), 120, "instances up")
+            produce_synthetic(ks, ks.topics.train, SPEC, n, PER_FRAME, FEATURES, seed=1, partitions=PARTITIONS)
+            wait_for(lambda: all(records(i) == n for i in range(k)), 1200, "stream merged")
+            stale_sum = sum(scrape(p, "hb_trainer_delta_staleness_seconds_sum") for p in ports)
+            stale_cnt = sum(scrape(p, "hb_trainer_delta_staleness_seconds_count") for p in ports)
+            rollbacks = sum(scrape(p, "hb_trainer_delta_rollbacks_total") for p in ports)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            for p in procs:
+                try:
+                    p.wait(120)
+                except Exception:  # noqa: BLE001
+                    os.killpg(p.pid, signal.SIGKILL)
+    log = read_log(ks)
+    make_admin(ks).delete_topics([ks.topics.train, ks.topics.dlq, ks.topics.deltas])
+    work = [(t, b, d, ok) for t, b, d, ok in log if d.records]
+    acc = [(t, b, d) for t, b, d, ok in work if ok]
+    t0 = min(t - SYNC_SECONDS for t, _, _ in acc)
+    t1 = max(t for t, _, _ in acc)
+    nbytes = sum(b for _, b, _, _ in log)
+    return {"instances": k, "records": n, "seconds": t1 - t0, "rate": n / (t1 - t0),
+            "deltas": len(log), "deltas_with_records": len(work), "rejected": sum(not ok for *_, ok in work),
+            "rollbacks": rollbacks, "delta_bytes": nbytes, "delta_bytes_per_record": nbytes / n,
+            "coords_per_delta_median": statistics.median([d.index.size for _, _, d in acc]),
+            "records_per_delta_median": statistics.median([d.records for _, _, d in acc]),
+            "bytes_per_delta_median": statistics.median([b for _, b, _ in acc]),
+            "staleness_mean_seconds": stale_sum / stale_cnt if stale_cnt else None,
+            "deltas_applied": stale_cnt}
+
+
+def apply_cost(coords: int = 200_000, repeats: int = 5) -> float:
+    """Seconds per coordinate to add a decoded delta into a 2**BITS state (numpy fancy add)."""
+    rng = np.random.default_rng(0)
+    state = np.zeros((1 << BITS, 2), np.float32)
+    idx = np.sort(rng.choice(1 << BITS, coords, replace=False)).astype(np.uint32)
+    vals = rng.normal(size=(coords, 2)).astype(np.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        state[idx] += vals
+        best = min(best, time.perf_counter() - t)
+    return best / coords
+
+
+def run(quick: bool = False) -> dict:
+    n = 300_000 if quick else 2_000_000
+    figures: dict[str, Any] = {"bits": BITS, "features": FEATURES, "partitions": PARTITIONS,
+                               "sync_seconds": SYNC_SECONDS, "records": n, "by_instances": []}
+    for k in (1, 2, 3):
+        figures["by_instances"].append(run_instances(k, n))
+    figures["apply_seconds_per_coordinate"] = apply_cost()
+    r = {f["instances"]: f for f in figures["by_instances"]}
+    notes = [f"{k} instance(s) on this 2-core machine: {f['rate'] / 1e3:.0f} k records/s, "
+             f"{f['delta_bytes_per_record']:.2f} delta bytes/record, staleness "
+             f"{(f['staleness_mean_seconds'] or 0):.2f} s, {f['rejected']} rejected deltas"
+             for k, f in r.items()]
+    notes.append("instances share 2 cores here, so throughput cannot grow with instances on this "
+                 "machine; docs/scale-out.md models separate machines from the delta volume.")
+    write_result("deltas", figures, notes)
+    return figures
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    print(run(ap.parse_args().quick))
