@@ -122,8 +122,6 @@ def _fit_eval(dtr: np.ndarray, dte: np.ndarray, ytr: np.ndarray, yte: np.ndarray
 
 def study(names: list[str], ctr: list[np.ndarray], cte: list[np.ndarray], ytr: np.ndarray, yte: np.ndarray,
           bits_range: list[int], sklearn_exact: bool = True) -> dict:
-    import benchmarks.contenders as C
-
     ytr = np.ascontiguousarray(ytr, np.uint8)
     f = len(names)
     itr, ite, width = one_hot(ctr, cte)
@@ -134,11 +132,7 @@ def study(names: list[str], ctr: list[np.ndarray], cte: list[np.ndarray], ytr: n
                  "exact_same_learner": {"auc": datagen.auc(yte, p), "logloss": datagen.logloss(yte, p)}}
     if sklearn_exact:
         out["exact_sklearn_lr"] = _sklearn_exact(itr, ite, width, f, ytr, yte)
-    keyed = []
-    for key in KEYS:
-        C.BENCH_KEY = key  # digests() reads the module constant; restored below
-        keyed.append((digest_matrix(ctr, names), digest_matrix(cte, names)))
-    C.BENCH_KEY = KEYS[0]
+    keyed = [(digest_matrix(ctr, names, key=k), digest_matrix(cte, names, key=k)) for k in KEYS]
     mm = (digest_matrix(ctr, names, "mmh3"), digest_matrix(cte, names, "mmh3"))
     pairs = np.unique(keyed[0][0])  # one digest per distinct training (field, value) pair
     rows = []

@@ -1,10 +1,11 @@
 """The contenders, one pass each over the same synthetic data: hashbridge, Vowpal Wabbit, scikit-learn, River.
 
-Each measurement runs in a fresh child process (``python -m benchmarks.contenders CONFIG_JSON``)
-so its peak memory (``ru_maxrss``) and CPU seconds are its own and no contender warms caches for
-the next. Inputs are filled before the clock starts (arrays loaded, token lists built, numba
-compiled); the clock covers exactly the work named by the contender. The child prints one JSON
-line: wall and CPU seconds of the timed part, records, peak RSS, test AUC and logloss.
+Each job runs in a fresh child process (``python -m benchmarks.contenders CONFIG_JSON``) so its
+peak memory (VmHWM) and CPU seconds are its own and no contender warms caches for the next.
+Inputs are filled before the clock starts (arrays loaded, token lists built, numba compiled, VW's
+cache built); the clock covers exactly the work named by the contender. The child prints one JSON
+line, a list with one row per timed part (wall and CPU seconds, records, peak memory, and test
+AUC and logloss when asked to evaluate).
 """
 from __future__ import annotations
 
@@ -30,20 +31,21 @@ FRAME_ROWS = 10_000  # rows per kernel call, like one decoded frame
 
 # --- hashbridge: vectorised keyed hashing and the trainer kernel --------------------------------
 
-def digests(column: np.ndarray, field: str, algorithm: str = "blake2b") -> np.ndarray:
+def digests(column: np.ndarray, field: str, algorithm: str = "blake2b", key: bytes = BENCH_KEY) -> np.ndarray:
     """64-bit digests of a column, hashing each distinct value once (the producer's trick)."""
     from shared.hashspec import FeatureHasher, feature_bytes
 
-    hasher = FeatureHasher.keyed(BENCH_KEY, 31) if algorithm == "blake2b" else FeatureHasher.public_mmh3(31)
+    hasher = FeatureHasher.keyed(key, 31) if algorithm == "blake2b" else FeatureHasher.public_mmh3(31)
     uniq, inverse = np.unique(column, return_inverse=True)
     d = np.fromiter((hasher.digest64(feature_bytes(field, str(v))) for v in uniq.tolist()),
                     dtype=np.uint64, count=uniq.shape[0])
     return d[inverse.reshape(-1)]
 
 
-def digest_matrix(columns: list[np.ndarray], names: list[str], algorithm: str = "blake2b") -> np.ndarray:
+def digest_matrix(columns: list[np.ndarray], names: list[str], algorithm: str = "blake2b",
+                  key: bytes = BENCH_KEY) -> np.ndarray:
     """uint64[n, fields]; index at b bits = digest & (2**b - 1), sign = bit 63 (the spec's rule)."""
-    return np.stack([digests(c, n, algorithm) for c, n in zip(columns, names)], axis=1)
+    return np.stack([digests(c, n, algorithm, key) for c, n in zip(columns, names)], axis=1)
 
 
 def indices_from(dig: np.ndarray, bits: int, signed: bool) -> tuple[np.ndarray, np.ndarray]:

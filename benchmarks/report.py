@@ -213,7 +213,8 @@ def _accuracy(results: dict) -> list[str]:
 
 def _others(results: dict) -> list[str]:
     lines = ["## Other parts (as reported by their benchmarks)", ""]
-    for part in ("producer", "trainer", "scorer"):
+    extra = sorted(set(results) - {"producer", "trainer", "scorer", "headtohead", "accuracy", "harness"})
+    for part in ("producer", "trainer", "scorer", *extra):
         doc = results.get(part)
         if not doc:
             lines += [f"### {part}", "", "No results file.", ""]

@@ -59,6 +59,23 @@ def kernel_alone(n_records: int, repeats: int) -> dict[str, Any]:
             "cpu_rate_min": min(cpu_rates, default=None), "cpu_rate_max": max(cpu_rates, default=None)}
 
 
+def memory_ceiling(repeats: int) -> dict[str, Any]:
+    """What the memory system gives right now: independent random float32 reads over a filled
+    2^22 x 2 state (numpy gather, many misses in flight), as records/s at 20 reads per record.
+    A learning kernel reads each coordinate and writes it back, so it cannot beat this figure;
+    on a machine shared with other work it moves with their memory traffic."""
+    rng = np.random.default_rng(1)
+    state = rng.uniform(0, 1, (1 << BITS, 2)).astype(np.float32)
+    idx = rng.integers(0, 1 << BITS, 10_000_000).astype(np.intp)
+    col = state[:, 0]
+    col.take(idx[:1000])
+    t = timed(lambda: float(col.take(idx).sum()), repeats)
+    per = FEATURES / idx.shape[0]
+    return {"reads": int(idx.shape[0]),
+            "records_per_s_median": 1 / (t["median"] * per),
+            "records_per_cpu_s_median": 1 / (t["cpu_median"] * per) if t["cpu_median"] > 0 else None}
+
+
 def trainer_run(ks: KafkaSettings, n_records: int, workers: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as ckdir:
         settings = TrainerSettings(kafka=ks, bits=BITS, workers=workers, group=f"bench-{uuid.uuid4().hex[:8]}",
@@ -113,6 +130,7 @@ def run(quick: bool = False) -> dict:
                                "per_frame": PER_FRAME, "partitions": PARTITIONS}
     notes: list[str] = []
     figures["kernel_one_core"] = kernel_alone(min(n, 2_000_000), reps + 2)
+    figures["memory_ceiling_one_core"] = memory_ceiling(reps + 2)
     ks = KafkaSettings.from_env(prefix=f"bench{uuid.uuid4().hex[:8]}.")
     ensure_topics(ks, {ks.topics.train: PARTITIONS, ks.topics.dlq: 1})
     t0 = time.perf_counter()
@@ -132,6 +150,9 @@ def run(quick: bool = False) -> dict:
     kc = figures["kernel_one_core"]["cpu_rate_median"] or 0.0
     notes.append(f"kernel alone, one core: {k / 1e6:.2f} M records/s wall, {kc / 1e6:.2f} M per CPU second "
                  f"(goal {GOAL_KERNEL / 1e6:.0f} M): " + ("reached" if max(k, kc) >= GOAL_KERNEL else "MISSED"))
+    mc = figures["memory_ceiling_one_core"]
+    notes.append(f"memory ceiling now (random reads alone, 20 per record): {mc['records_per_s_median'] / 1e6:.2f} M "
+                 f"records/s wall, {(mc['records_per_cpu_s_median'] or 0) / 1e6:.2f} M per CPU second")
     split = [r.get("time_split", {}).get("kernel_share_of_worker_time") for w in (1, 2)
              for r in figures[f"trainer_{w}_workers"]["runs"]]
     split = [x for x in split if x is not None]

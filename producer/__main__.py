@@ -21,7 +21,7 @@ from shared.hashspec import Algorithm
 from shared.logs import setup_logging
 from shared.settings import KafkaSettings
 
-from producer.edges import fit_edges
+from producer.edges import fit_edges, prime_rare
 from producer.hashing import INSECURE_WARNING, make_hasher
 from producer.keys import read_key
 from producer.metrics import ProducerMetrics
@@ -118,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
     schema = prepare_schema(args)
     key = read_key(args.key) if args.key else None
     hasher = make_hasher(schema, key)
+    prime_path = args.input or (args.jsonl if args.jsonl and args.jsonl != "-" else None)
+    if hasher.rare.enabled and prime_path and not args.relay_topic:
+        prime_rare(hasher, prime_path, fmt=args.format or ("jsonl" if args.jsonl else None), skip_rows=args.skip_rows)
     kafka = KafkaSettings.from_env(bootstrap=args.bootstrap, prefix=args.topic_prefix)
     settings = ProducerSettings(kafka=kafka, frame_records=args.frame_records, partitioning=args.partitioning,
                                 strict=args.strict, metrics_port=args.metrics_port,

@@ -1,16 +1,22 @@
-"""Learning quantile edges of numeric columns from a sample, once, and saving them by the schema.
+"""Learning from the first rows of the input before producing: quantile edges and rare-value windows.
 
 The edges must be fixed before the first frame leaves: a value's bin label is its feature, so
-edges that moved between runs would silently change what every index means.
+edges that moved between runs would silently change what every index means. Rare-value windows
+(``[rare]``) are primed the same way, so a common value's first occurrences are not suppressed.
 """
 from __future__ import annotations
 
 import logging
 import math
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from shared.errors import SchemaError
 
-from producer.hashing import as_text
+from producer.hashing import Hasher, as_text
 from producer.schema import Schema, quantile_edges, save_edges
 from producer.sources import open_source
 
@@ -62,3 +68,39 @@ def fit_edges(schema: Schema, path: str, fmt: str | None = None, skip_rows: int 
         log.info("learned quantile edges of %d columns from %d rows; saved to %s", len(cols), seen,
                  schema.edges_path)
     return schema.with_edges(edges)
+
+
+def _texts(rule: Any, column: pa.Array) -> list[str | None]:
+    """Per row, the value string a column's value becomes (None: no feature or a bad number)."""
+    arr = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
+    outs = [rule.outcome(e) for e in arr.dictionary.to_pylist()] + [rule.outcome(None)]
+    texts = np.array([o.text if o.error is None else None for o in outs], dtype=object)
+    idx = arr.indices
+    if idx.null_count:
+        idx = pc.fill_null(idx, len(outs) - 1)
+    return texts[idx.to_numpy(zero_copy_only=False)].tolist()
+
+
+def prime_rare(hasher: Hasher, path: str, fmt: str | None = None, skip_rows: int = 0) -> int:
+    """Fill the hasher's rare-value windows from the first ``window`` rows of ``path`` (the rows
+    are read twice, like the edges sample); returns the rows used, 0 when suppression is off."""
+    rare = hasher.rare
+    if not rare.enabled:
+        return 0
+    names = tuple(hasher.rules)
+    source = open_source(path, hasher.schema, names, fmt=fmt, skip_rows=skip_rows)
+    seen = 0
+    for chunk in source:
+        take = min(chunk.num_rows, rare.window - seen)
+        for name, rule in hasher.rules.items():
+            if chunk.batch is not None:
+                texts = _texts(rule, chunk.batch.slice(0, take).column(name))
+            else:
+                outs = [rule.outcome(r.get(name)) for r in (chunk.records or [])[:take]]
+                texts = [o.text if o.error is None else None for o in outs]
+            rare.prime(name, texts)
+        seen += take
+        if seen >= rare.window:
+            break
+    log.info("primed rare-value windows (k=%d) from the first %d rows", rare.k, seen)
+    return seen

@@ -21,8 +21,8 @@ KEY_MODE = 0o600
 def write_key(path: str | Path, force: bool = False, nbytes: int = KEY_BYTES) -> bytes:
     """Create ``path`` with mode 0600 holding ``nbytes`` random bytes; refuse to overwrite unless ``force``."""
     if not MIN_KEY_BYTES <= nbytes <= MAX_KEY_BYTES:
-        raise KeyFileError(f"a key needs {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes (BLAKE2b's limit), "
-                           f"asked for {nbytes}")
+        raise KeyFileError(f"a key needs at least {MIN_KEY_BYTES} and at most {MAX_KEY_BYTES} bytes "
+                           f"(BLAKE2b's limit), asked for {nbytes}")
     path = Path(path)
     key = secrets.token_bytes(nbytes)
     if force and path.exists():

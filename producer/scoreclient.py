@@ -32,6 +32,7 @@ from shared.frames import Kind, decode, encode_score
 from shared.logs import setup_logging
 from shared.settings import KafkaSettings
 
+from producer.edges import prime_rare
 from producer.hashing import EncodedBatch, Hasher, make_hasher
 from producer.keys import read_key
 from producer.metrics import ProducerMetrics
@@ -180,6 +181,9 @@ def score_file(args: argparse.Namespace, kafka: KafkaSettings) -> ScoreReport:
         raise ConfigError(f"numeric columns {list(schema.unfitted)} have no edges: produce or "
                           "'hashbridge schema fit' first, so scoring bins numbers like training did")
     hasher = make_hasher(schema, read_key(args.key) if args.key else None)
+    if hasher.rare.enabled:  # the windows start from the training input when it is given, else this input
+        prime_rare(hasher, args.rare_prime or args.input, fmt=None if args.rare_prime else args.format,
+                   skip_rows=0 if args.rare_prime else args.skip_rows)
     columns = schema.categorical + tuple(n.name for n in schema.numeric)
     if schema.id_column:
         columns += (schema.id_column,)
@@ -232,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--key", help="key file (not needed in mmh3 insecure mode)")
     p.add_argument("--format", choices=["csv", "parquet", "jsonl"])
     p.add_argument("--skip-rows", type=int, default=0)
+    p.add_argument("--rare-prime", metavar="FILE",
+                   help="with [rare] in the schema: prime the rare-value windows from this file (the training "
+                        "input, CSV/Parquet/JSON lines by suffix); default: the first rows of --input")
     p.add_argument("--bootstrap", help="cluster (default $HASHBRIDGE_BOOTSTRAP)")
     p.add_argument("--topic-prefix", help="topic prefix (default $HASHBRIDGE_TOPIC_PREFIX or hb.)")
     p.add_argument("--frame-records", type=int, default=1024, help="records per score frame")

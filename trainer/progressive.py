@@ -78,14 +78,31 @@ def curve_points(latest: np.ndarray, rows: list[CurveRow]) -> tuple[list[tuple[f
 
 
 class Curve:
-    """The supervisor's reader state: ring cursors per worker and the latest row of each."""
+    """The supervisor's reader state: ring cursors per worker, the latest row of each, and rows
+    not yet merged.
+
+    A row is stamped before it is published, so a row of one worker may become visible after a
+    later row of another was read. Rows newer than ``horizon`` therefore wait for the next
+    update; ``HOLD`` seconds covers a worker descheduled between stamp and publish.
+    """
+
+    HOLD = 0.1
 
     def __init__(self, workers: int) -> None:
         self.cursors = np.zeros(workers, np.int64)
         self.latest = np.zeros((workers, STATS_LEN))
+        self.pending: list[CurveRow] = []
         self.skipped = 0  # rows overwritten in a ring before they were read
 
-    def update(self, rows: list[CurveRow], skipped: int = 0) -> list[tuple[float, Progress]]:
+    def update(self, rows: list[CurveRow], skipped: int = 0,
+               horizon: float | None = None) -> list[tuple[float, Progress]]:
+        """Merge rows up to ``horizon`` (all when None: no worker runs any more)."""
         self.skipped += skipped
-        points, self.latest = curve_points(self.latest, rows)
+        rows = self.pending + rows
+        if horizon is None:
+            ready, self.pending = rows, []
+        else:
+            ready = [r for r in rows if r.time <= horizon]
+            self.pending = [r for r in rows if r.time > horizon]
+        points, self.latest = curve_points(self.latest, ready)
         return points

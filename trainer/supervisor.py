@@ -217,8 +217,9 @@ class Supervisor:
 
     def report(self) -> None:
         if self._curve is not None:  # the workers' curve rows first: they predate ``cur`` below
+            horizon = time.monotonic() - self._curve.HOLD if self.procs else None  # None: flush
             rows, skipped = self.arrays.read_curve(self._curve.cursors)  # type: ignore[union-attr]
-            for t, point in self._curve.update(rows, skipped):
+            for t, point in self._curve.update(rows, skipped, horizon):
                 self._last_curve_records = point.records
                 self._append_curve(point, time.time() - time.monotonic() + t)
         cur = merge(self.arrays.stats)  # type: ignore[union-attr]

@@ -65,3 +65,15 @@ def test_read_key_refuses_short_and_missing_keys(tmp_path):
 def test_read_key_round_trip(tmp_path):
     key = write_key(tmp_path / "k")
     assert read_key(tmp_path / "k") == key
+
+
+def test_keys_longer_than_blake2b_allows_are_refused(tmp_path):
+    with pytest.raises(KeyFileError, match="at most 64"):
+        write_key(tmp_path / "huge", nbytes=65)
+    assert write_key(tmp_path / "max", nbytes=64) == read_key(tmp_path / "max")
+    long = tmp_path / "long"
+    fd = os.open(long, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, b"x" * 65)
+    os.close(fd)
+    with pytest.raises(KeyFileError, match="65 bytes, more than"):
+        read_key(long)
