@@ -182,8 +182,9 @@ def score_file(args: argparse.Namespace, kafka: KafkaSettings) -> ScoreReport:
                           "'hashbridge schema fit' first, so scoring bins numbers like training did")
     hasher = make_hasher(schema, read_key(args.key) if args.key else None)
     if hasher.rare.enabled:  # the windows start from the training input when it is given, else this input
-        prime_rare(hasher, args.rare_prime or args.input, fmt=None if args.rare_prime else args.format,
-                   skip_rows=0 if args.rare_prime else args.skip_rows)
+        prime = getattr(args, "rare_prime", None)
+        prime_rare(hasher, prime or args.input, fmt=None if prime else args.format,
+                   skip_rows=0 if prime else args.skip_rows)
     columns = schema.categorical + tuple(n.name for n in schema.numeric)
     if schema.id_column:
         columns += (schema.id_column,)

@@ -15,7 +15,7 @@ from typing import Any
 from confluent_kafka import KafkaError as CKError, KafkaException, TopicPartition
 
 from scorer.metrics import ScorerMetrics
-from scorer.scoring import serve, warm_up
+from scorer.scoring import serve_many, warm_up
 from scorer.settings import ScorerSettings
 from shared.clients import ensure_pipeline_topics, make_consumer, make_producer
 from shared.deadletter import send_dead_letter
@@ -160,8 +160,8 @@ class ScorerService:
             self._await_model()
         wall_ms = time.time() * 1000.0
         frames = records_in = bytes_in = records_out = bytes_out = 0
-        serve_s = 0.0
         outcomes: dict[str, int] = {}
+        requests = []
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -170,13 +170,14 @@ class ScorerService:
                         raise KafkaError(f"consumer failed: {err}")
                     log.warning("consumer error: %s", err)
                 continue
-            value = msg.value() or b""
-            t1 = time.perf_counter()
-            reply = serve(value, self.model)
-            serve_s += time.perf_counter() - t1
+            requests.append(msg)
+        t1 = time.perf_counter()
+        replies = serve_many([msg.value() for msg in requests], self.model)
+        serve_s = time.perf_counter() - t1
+        for msg, reply in zip(requests, replies):
             self._produce(s.kafka.topics.predictions, msg.key(), reply.value)
             frames += 1
-            bytes_in += len(value)
+            bytes_in += len(msg.value() or b"")
             bytes_out += len(reply.value)
             records_in += reply.n_records
             if reply.ok:

@@ -72,6 +72,8 @@ class Worker:
         self.topic = settings.kafka.topics.train
         self.hp = settings.hyper.array()
         self.kernel = settings.hyper.kernel
+        # only SGD's rate reads the record count (one shared-memory sum per frame otherwise spent)
+        self._needs_t = self.kernel is K.sgd_frame and bool(self.hp[K.HP_DECAY])
         self.stats = arrays.stats[index]
         self.counters = arrays.counters[index]
         self.spec = spec_from_control(arrays.control, settings.bits)
@@ -160,7 +162,7 @@ class Worker:
                 dead = True
             else:
                 k0 = time.perf_counter()
-                if self.hp[K.HP_DECAY]:
+                if self._needs_t:
                     self.hp[K.HP_T] = self.a.records()
                 self.kernel(self.a.state, self.a.bias, frame.labels, frame.offsets, frame.indices,
                             K.EMPTY_F32 if frame.values is None else frame.values,

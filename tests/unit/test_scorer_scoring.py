@@ -106,3 +106,63 @@ def test_prediction_frame_matches_the_reference_encoder() -> None:
                        expect=Kind.SCORE)
         m = model(4)
         assert prediction_frame(m, frame) == encode_prediction(SPEC, frame.request_ids, predict(m, frame), 4)
+
+
+def _small_requests(rng: np.random.Generator, count: int) -> list[bytes | None]:
+    """Valid, foreign, corrupted, truncated and empty requests, mixed."""
+    from shared.frames import FLAG_VALUES
+
+    out: list[bytes | None] = []
+    for _ in range(count):
+        n = int(rng.integers(0, 4))
+        offsets, indices = random_rows(rng, n, max_len=6)
+        ids = rng.integers(0, 2**63, n).astype(np.uint64)
+        vals = rng.choice([-1.0, 1.0, 0.5], indices.shape[0]).astype(np.float32) if rng.random() < 0.3 else None
+        spec = FOREIGN if rng.random() < 0.1 else SPEC
+        buf = bytearray(encode_score(spec, ids, offsets, indices, vals))
+        kind = rng.random()
+        if kind < 0.25:  # flip a byte anywhere: header fields, offsets, indices, values
+            buf[int(rng.integers(0, len(buf)))] ^= 1 << int(rng.integers(0, 8))
+        elif kind < 0.3:
+            buf = buf[:int(rng.integers(0, len(buf)))]
+        elif kind < 0.33 and vals is not None and len(vals):
+            pos = len(buf) - 4 * int(((len(vals) + 1) // 2) * 2)  # first value: make it NaN
+            buf[pos:pos + 4] = np.array([np.nan], np.float32).tobytes()
+        elif kind < 0.35:
+            buf[6] |= FLAG_VALUES  # flag set but no values section
+        out.append(None if kind > 0.99 else bytes(buf))
+    return out
+
+
+@given(st.integers(0, 2**32 - 1))
+@settings(max_examples=60, deadline=None)
+def test_serve_many_matches_serve_byte_for_byte(seed: int) -> None:
+    from scorer.scoring import serve_many
+
+    rng = np.random.default_rng(seed)
+    m = model(5)
+    requests = _small_requests(rng, int(rng.integers(0, 40)))
+    got = serve_many(requests, m)
+    want = [serve(v, m) for v in requests]
+    assert [(r.value, r.n_records, r.model_version, r.reason) for r in got] == \
+        [(r.value, r.n_records, r.model_version, r.reason) for r in want]
+
+
+def test_serve_many_takes_the_fast_path_for_valid_frames() -> None:
+    from scorer import scoring
+
+    rng = np.random.default_rng(3)
+    m = model(6)
+    requests = []
+    for i in range(50):
+        offsets, indices = random_rows(rng, 1)
+        requests.append(encode_score(SPEC, np.array([i], np.uint64), offsets, indices))
+    calls = []
+    real = scoring.serve
+    scoring.serve = lambda v, mod: calls.append(v) or real(v, mod)  # type: ignore[assignment]
+    try:
+        got = scoring.serve_many(requests, m)
+    finally:
+        scoring.serve = real
+    assert calls == [] and all(r.ok for r in got)
+    assert [r.value for r in got] == [real(v, m).value for v in requests]
