@@ -9,26 +9,21 @@ numpy, which keeps the keyed hash off the per-row budget.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
-from itertools import repeat
 from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from shared.errors import ConfigError, RecordError
 from shared.hashspec import FeatureHasher
 
-from producer.rules import CACHE_LIMIT, KERNEL_MIN_VALUES, WHITESPACE, ColumnRule, DigestCache, LabelRule, Outcome, as_text
-from producer.rare import RARE_TOKEN, RareSuppressor
+from producer.columnar import ColumnarPath, EncodedBatch
+from producer.rare import RareSuppressor
+from producer.rules import CACHE_LIMIT, WHITESPACE, ColumnRule, DigestCache, LabelRule, Outcome, as_text
 from producer.schema import CROSS_FIELD_JOIN, CROSS_VALUE_JOIN, Schema
 
 __all__ = ["CACHE_LIMIT", "WHITESPACE", "ColumnRule", "DigestCache", "EncodedBatch", "Hasher", "LabelRule",
            "Outcome", "as_text", "make_hasher"]
-
-VECTOR_MIN_ENTRIES = 2048  # a categorical dictionary this large is hashed whole by the numba kernel
-_MISS, _CODE_ABSENT, _CODE_BAD = -3, -1, -2  # fast-path entry codes besides indices >= 0
 
 
 def _record_error(reason: str, column: str) -> RecordError:
@@ -37,29 +32,7 @@ def _record_error(reason: str, column: str) -> RecordError:
     return err
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class EncodedBatch:
-    """CSR rows ready for a frame, plus the rows that were skipped and why."""
-
-    offsets: np.ndarray  # u32[n+1]
-    indices: np.ndarray  # u32[nnz]
-    values: np.ndarray | None  # f32[nnz] when the schema needs values
-    labels: np.ndarray | None  # u8[n]
-    kept: np.ndarray  # positions (in the input batch) of the encoded rows
-    bad: list[tuple[int, str, str]]  # (position in the input batch, column, reason)
-
-    @property
-    def n(self) -> int:
-        return int(self.offsets.shape[0] - 1)
-
-    def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Offsets (rebased to 0), indices and values of rows [start, stop)."""
-        a, b = int(self.offsets[start]), int(self.offsets[stop])
-        vals = self.values[a:b] if self.values is not None else None
-        return self.offsets[start:stop + 1] - np.uint32(a), self.indices[a:b], vals
-
-
-class Hasher:
+class Hasher(ColumnarPath):
     """Both hashing paths over one schema, one key and one digest cache."""
 
     def __init__(self, schema: Schema, hasher: FeatureHasher, key: bytes | None = None) -> None:
@@ -75,9 +48,9 @@ class Hasher:
         self._imask = (1 << schema.bits) - 1
         self._label_col = schema.label.column if schema.label is not None else ""
         self._record_fields = [(name, rule, {}) for name, rule in self.rules.items()]
+        self.rare = RareSuppressor(schema.rare_k, schema.rare_window)  # off unless [rare] k >= 2
         # fast record path: one C-level map over per-field caches of input string -> index, taken
-        # when every value is a cached string (no values array, no crosses needed)
-        self.rare = RareSuppressor(schema.rare_k, schema.rare_window)
+        # when every value is a cached string (no values array, no crosses, no rare suppression)
         self._fast_ok = (bool(self.rules) and not self.needs_values and not self.cross_fields
                          and not self.rare.enabled)
         self._fast_by_name: dict[str, dict[str, int]] = {name: {} for name in self.rules}
@@ -274,21 +247,6 @@ class Hasher:
             np.array(labels, dtype=np.uint8) if with_label and self.label_rule is not None else None,
             np.array(kept, dtype=np.int64), bad)
 
-    # ---- columnar ---------------------------------------------------------------------------
-    def _entries(self, name: str, arr: pa.Array) -> tuple[np.ndarray, list[Outcome]]:
-        """Dictionary codes of a column (nulls -> the last entry) and one outcome per entry."""
-        if not pa.types.is_dictionary(arr.type):
-            arr = pc.dictionary_encode(arr)
-        entries = arr.dictionary.to_pylist()
-        entries.append(None)
-        idx = arr.indices
-        if idx.null_count:
-            idx = pc.fill_null(idx, len(entries) - 1)
-        codes = idx.to_numpy(zero_copy_only=False)
-        rule = self.rules.get(name)
-        outcomes = [rule.outcome(e) for e in entries] if rule is not None else entries
-        return codes, outcomes
-
     def distinct(self) -> dict[str, int]:
         """Distinct values seen per field (an estimate: caches are bounded and emptied when full)."""
         out = dict(self._max_dictionary)
@@ -297,178 +255,6 @@ class Hasher:
             for f, n in cache.items():
                 out[f] = max(out.get(f, 0), n)
         return out
-
-    def _kernel_entries(self, name: str, rule: ColumnRule, values: pa.Array) -> np.ndarray:
-        """Entry codes of dictionary values of a categorical column, trimmed in Arrow and hashed in
-        one numba call (no Python object per value)."""
-        trimmed = pc.utf8_trim(values.cast(pa.string()), characters=WHITESPACE)
-        if trimmed.null_count:
-            trimmed = pc.fill_null(trimmed, "")
-        codes = (self.cache.kernel().digest_strings(name.encode("utf-8"), trimmed) & self.mask).astype(np.int64)
-        self.cache.hashed += len(values)
-        missing = pc.is_in(trimmed, value_set=self._missing_array).to_numpy(zero_copy_only=False)
-        if missing.any():
-            miss = rule.outcome(None)
-            codes[missing] = _CODE_ABSENT if miss.text is None else self.cache.digest(name, miss.text) & self._imask
-        return codes
-
-    def _fast_entries(self, name: str, arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Codes and per-entry (index, present, bad) of one column batch.
-
-        A large dictionary of a categorical column is hashed whole by the numba kernel: measured on
-        20 Zipf fields, that costs less than a cross-batch Python dict lookup of every entry (a
-        fresh ``str`` per entry, a probe into a million-entry dict). Smaller dictionaries go
-        through a per-field cache of raw string -> index that persists across batches, so only
-        never-seen values are resolved (many at once in one numba call).
-        """
-        if not pa.types.is_dictionary(arr.type):
-            arr = pc.dictionary_encode(arr)
-        rule = self.rules[name]
-        n_entries = len(arr.dictionary)
-        if not rule.numeric and n_entries >= VECTOR_MIN_ENTRIES and self.cache.kernel() is not None:
-            self._max_dictionary[name] = max(self._max_dictionary.get(name, 0), n_entries)
-            resolved = self._kernel_entries(name, rule, arr.dictionary)
-        else:
-            entries = arr.dictionary.to_pylist()
-            cache = self._entry_cache.setdefault(name, {})
-            if len(cache) + n_entries > self.cache.limit:
-                cache.clear()
-            resolved = np.fromiter(map(cache.get, entries, repeat(_MISS)), dtype=np.int64, count=n_entries)
-            new = np.flatnonzero(resolved == _MISS)
-            if len(new):
-                if not rule.numeric and len(new) >= KERNEL_MIN_VALUES and self.cache.kernel() is not None:
-                    codes = self._kernel_entries(name, rule, arr.dictionary.take(pa.array(new)))
-                else:
-                    codes = np.array([self._entry_code(name, rule, entries[e]) for e in new.tolist()], np.int64)
-                resolved[new] = codes
-                cache.update(zip(map(entries.__getitem__, new.tolist()), codes.tolist()))
-        null = rule.outcome(None)
-        null_code = _CODE_ABSENT if null.text is None else int(self.cache.digest(name, null.text) & self._imask)
-        resolved = np.append(resolved, null_code)
-        idx = arr.indices
-        if idx.null_count:
-            idx = pc.fill_null(idx, n_entries)
-        codes = idx.to_numpy(zero_copy_only=False)
-        return codes, np.maximum(resolved, 0).astype(np.uint32), resolved >= 0, resolved == _CODE_BAD
-
-    def _entry_code(self, name: str, rule: ColumnRule, raw: Any) -> int:
-        out = rule.outcome(raw)
-        if out.error is not None:
-            return _CODE_BAD
-        return _CODE_ABSENT if out.text is None else self.cache.digest(name, out.text) & self._imask
-
-    def _entry_arrays(self, field: str, outcomes: list[Outcome]
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per dictionary entry: index, value (sign applied), present, bad."""
-        present = np.array([o.text is not None for o in outcomes], dtype=bool)
-        bad = np.array([o.error is not None for o in outcomes], dtype=bool)
-        texts = [o.text for o in outcomes if o.text is not None]
-        dig = np.zeros(len(outcomes), dtype=np.uint64)
-        if texts:
-            dig[present] = self.cache.digests(field, texts)
-        index = (dig & self.mask).astype(np.uint32)
-        value = np.ones(len(outcomes), dtype=np.float32)
-        if self.needs_values:
-            value = np.array([o.value for o in outcomes], dtype=np.float32)
-            if self.schema.signed:
-                value[(dig >> np.uint64(63)).astype(bool)] *= -1.0
-        return index, value, present, bad
-
-    def _suppress(self, name: str, codes: np.ndarray, outcomes: list[Outcome]
-                  ) -> tuple[np.ndarray, list[Outcome]]:
-        """Rows whose value string is rare in the window point at one extra ``__rare__`` entry."""
-        texts = [o.text if o.error is None else None for o in outcomes]
-        keep = self.rare.keep_dictionary(name, codes, texts)
-        if keep.all():
-            return codes, outcomes
-        return np.where(keep, codes, len(outcomes)), outcomes + [Outcome(RARE_TOKEN)]
-
-    def batch(self, batch: pa.RecordBatch, with_label: bool = True) -> EncodedBatch:
-        """Encode a column batch; rows with a bad number or label are left out and listed."""
-        n = batch.num_rows
-        k = len(self.rules) + len(self.cross_fields)
-        idx = np.empty((n, k), dtype=np.uint32)
-        val = np.ones((n, k), dtype=np.float32) if self.needs_values else None
-        present = np.ones((n, k), dtype=bool)
-        bad = np.zeros(n, dtype=bool)
-        reasons: list[tuple[np.ndarray, str, str]] = []
-        labels = None
-        names = batch.schema.names
-        if with_label and self.label_rule is not None:
-            col = self.schema.label.column  # type: ignore[union-attr]
-            if col not in names:
-                raise RecordError(f"input has no label column {col}", "missing_column")
-            codes, entries = self._entries(col, batch.column(names.index(col)))
-            lab = np.array([self.label_rule.label(e) for e in entries], dtype=np.int8)[codes]
-            lbad = lab < 0
-            if lbad.any():
-                reasons.append((lbad, col, "bad_label"))
-                bad |= lbad
-            labels = lab.astype(np.uint8)
-        kept_texts: dict[str, tuple[np.ndarray, list[Outcome]]] = {}
-        crossed = {f for pair in self.schema.crosses for f in pair}
-        for j, name in enumerate(self.rules):
-            if name not in names:
-                raise RecordError(f"input has no column {name}", "missing_column")
-            column = batch.column(names.index(name))
-            if not self.needs_values and name not in crossed and not self.rare.enabled:
-                codes, e_idx, e_present, e_bad = self._fast_entries(name, column)
-                e_val = None
-            else:
-                codes, outcomes = self._entries(name, column)
-                if self.rare.enabled:
-                    codes, outcomes = self._suppress(name, codes, outcomes)
-                e_idx, e_val, e_present, e_bad = self._entry_arrays(name, outcomes)
-                kept_texts[name] = (codes, outcomes)
-            idx[:, j] = e_idx[codes]
-            if val is not None and e_val is not None:
-                val[:, j] = e_val[codes]
-            if not e_present.all():
-                present[:, j] = e_present[codes]
-            if e_bad.any():
-                rbad = e_bad[codes]
-                reasons.append((rbad, name, "bad_number"))
-                bad |= rbad
-        for c, ((a, b), field) in enumerate(zip(self.schema.crosses, self.cross_fields)):
-            j = len(self.rules) + c
-            ca, oa = kept_texts[a]
-            cb, ob = kept_texts[b]
-            pair = ca.astype(np.int64) * len(ob) + cb
-            uniq, inv = np.unique(pair, return_inverse=True)
-            outs = []
-            for p in uniq.tolist():
-                ta, tb = oa[p // len(ob)].text, ob[p % len(ob)].text
-                outs.append(Outcome(None if ta is None or tb is None else ta + CROSS_VALUE_JOIN + tb))
-            e_idx, e_val, e_present, _ = self._entry_arrays(field, outs)
-            idx[:, j] = e_idx[inv]
-            if val is not None:
-                val[:, j] = e_val[inv]
-            if not e_present.all():
-                present[:, j] = e_present[inv]
-        kept = np.flatnonzero(~bad)
-        bad_list: list[tuple[int, str, str]] = []
-        if bad.any():
-            seen: set[int] = set()
-            for mask, col, why in reasons:
-                for r in np.flatnonzero(mask).tolist():
-                    if r not in seen:
-                        seen.add(r)
-                        bad_list.append((r, col, why))
-            bad_list.sort()
-            idx, present = idx[kept], present[kept]
-            val = val[kept] if val is not None else None
-            labels = labels[kept] if labels is not None else None
-        m = kept.shape[0]
-        if present.all():
-            offsets = np.arange(0, (m + 1) * k, k, dtype=np.uint32)
-            indices = idx.reshape(-1)
-            values = val.reshape(-1) if val is not None else None
-        else:
-            offsets = np.zeros(m + 1, dtype=np.uint32)
-            np.cumsum(present.sum(axis=1), out=offsets[1:])
-            indices = idx[present]
-            values = val[present] if val is not None else None
-        return EncodedBatch(offsets, indices, values, labels, kept, bad_list)
 
 
 INSECURE_WARNING = ("INSECURE MODE: mmh3 with a public seed. Anyone who sees these frames can invert "

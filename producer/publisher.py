@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -50,14 +51,23 @@ class FramePublisher:
         # partition (several producers then spread by key); the key says nothing about the data
         self.run_key = secrets.token_bytes(8) if partitioning == "key" else None
         if partitioning == "roundrobin":
+            self.partitions = self._partitions(topic)
+
+    def _partitions(self, topic: str, wait: float = 10.0) -> list[int]:
+        """The topic's partitions; a topic created a moment ago may take a few metadata rounds to
+        show on a busy broker, so an unknown topic is asked for again until ``wait`` seconds pass."""
+        deadline = time.monotonic() + wait
+        while True:
             try:
                 meta = self.producer.list_topics(topic, timeout=10)
             except KafkaException as exc:
                 raise KafkaError(f"cannot read metadata of topic {topic}: {exc}") from None
             tmeta = meta.topics.get(topic)
-            if tmeta is None or tmeta.error is not None or not tmeta.partitions:
+            if tmeta is not None and tmeta.error is None and tmeta.partitions:
+                return sorted(tmeta.partitions)
+            if time.monotonic() > deadline:
                 raise KafkaError(f"topic {topic} does not exist ({tmeta.error if tmeta else 'no metadata'})")
-            self.partitions = sorted(tmeta.partitions)
+            time.sleep(0.2)
 
     def _callback(self, n_records: int, size: int) -> Callable[[Any, Any], None]:
         def on_delivery(err: Any, msg: Any) -> None:

@@ -22,6 +22,7 @@ from shared.settings import KafkaSettings, Topics
 SPEC = SpecId(Algorithm.BLAKE2B_KEYED, 14, False, key_id(b"w" * 16))
 N_REQUESTS = 100_000
 PER_ROW = 8
+STEP = 200
 
 
 def start_scorer(kafka: KafkaSettings, group: str, log_path: Path, *extra: str) -> subprocess.Popen:
@@ -62,15 +63,24 @@ def test_swap_with_100k_single_record_requests_in_flight(kafka_bootstrap: str, t
     scorer = start_scorer(kafka, f"g{uuid.uuid4().hex}", tmp_path / "scorer.log")
     try:
         producer = make_producer(kafka, **{"linger.ms": 5})
-        for i in range(N_REQUESTS):
-            frame = encode_score(SPEC, np.array([i], np.uint64), offsets, rows[i])
-            while True:
-                try:
-                    producer.produce(kafka.topics.score, key=b"%d" % i, value=frame)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-        assert producer.flush(60) == 0
+
+        def send(upto: int) -> int:
+            for i in range(sent, upto):
+                frame = encode_score(SPEC, np.array([i], np.uint64), offsets, rows[i])
+                while True:
+                    try:
+                        producer.produce(kafka.topics.score, key=b"%d" % i, value=frame)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+            assert producer.flush(60) == 0
+            return upto
+
+        # half at once; the rest after model 2 is published, in steps of STEP requests, each sent
+        # once the previous ones are answered, until a reply names version 2 (a condition, not a
+        # guess about the scorer's speed: it answers all 50,000 before the publish finishes)
+        sent = 0
+        sent = send(N_REQUESTS // 2)
 
         seen: dict[int, tuple[int, float]] = {}
         dupes = 0
@@ -87,8 +97,11 @@ def test_swap_with_100k_single_record_requests_in_flight(kafka_bootstrap: str, t
                 seen[rid] = (f.model_version, float(f.probabilities[0]))
                 order.setdefault(msg.partition(), []).append(f.model_version)
             if 2 not in models and len(seen) >= 30_000:
-                models[2] = model(2)  # published while ~70,000 requests wait to be answered
+                models[2] = model(2)  # published while the rest of the requests are on their way
                 pub.publish(models[2])
+            if 2 in models and sent < N_REQUESTS and len(seen) >= sent:
+                v2_seen = any(seq and seq[-1] == 2 for seq in order.values())
+                sent = send(N_REQUESTS if v2_seen else min(N_REQUESTS, sent + STEP))
         assert scorer.poll() is None, (tmp_path / "scorer.log").read_text()[-2000:]
     finally:
         stop(scorer)

@@ -93,11 +93,13 @@ def test_columnar_and_record_paths_agree_on_adult(adult_schema, tmp_path, varian
         assert not (np.diff(col[1]) == np.diff(col[1])[0]).all()  # rows with "?" are shorter
 
 
-def test_numba_kernel_path_agrees_with_record_path(adult_schema, monkeypatch):
-    import producer.hashing as hashing
+@pytest.mark.parametrize("knob", ["KERNEL_MIN_VALUES", "VECTOR_MIN_ENTRIES"])
+def test_numba_kernel_path_agrees_with_record_path(adult_schema, monkeypatch, knob):
+    import producer.columnar as columnar
     import producer.rules as rules
 
-    monkeypatch.setattr(hashing, "KERNEL_MIN_VALUES", 1)  # every new categorical value goes to numba
+    # every new categorical value (or: every whole categorical dictionary) goes to numba
+    monkeypatch.setattr(columnar, knob, 1)
     monkeypatch.setattr(rules, "KERNEL_MIN_VALUES", 1)
     hasher = make_hasher(adult_schema, KEY)
     labels, offsets, indices, _, _ = _columnar(hasher, adult_schema, ADULT / "adult.test")

@@ -131,3 +131,15 @@ def test_metrics_go_to_the_injected_registry(tmp_path):
     assert registry.get_sample_value("hb_producer_distinct_values", {"field": "color"}) == 4  # red blue ? green
     assert registry.get_sample_value("hb_producer_key_info", {"key_id": hasher.spec.key_id_hex,
                                                               "spec": str(hasher.spec)}) == 1.0
+    assert registry.get_sample_value("hb_producer_batch_seconds_count") == 1  # one CSV block
+    assert registry.get_sample_value("hb_producer_hash_seconds_count") == 1
+    assert registry.get_sample_value("hb_producer_hash_seconds_sum") > 0
+
+
+def test_jsonl_records_observe_batch_and_hash_histograms(tmp_path):
+    rows = ['{"color": "red", "size": 5, "y": "yes"}', '{"color": "blue", "size": 50, "y": "no"}']
+    svc, pub = _service(tmp_path, rows, fmt="jsonl", frame_records=1)
+    svc.run()
+    assert svc.metrics.registry.get_sample_value("hb_producer_hash_seconds_count") == 1
+    assert svc.metrics.registry.get_sample_value("hb_producer_batch_seconds_count") == 1
+    assert len(pub.frames) == 2
