@@ -18,9 +18,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from hashbridge.kafkaproc import (
-    DEFAULT_PORT, KAFKA_VERSION, READY_TIMEOUT, STOP_TIMEOUT, Cluster, Layout, Node,
-    cluster_settings, default_data_dir, free_port, new_cluster_id, port_is_free, wait_ready,
+from hashbridge.kafkaproc import Cluster, wait_ready
+from hashbridge.kafkaruntime import (
+    DEFAULT_PORT, KAFKA_VERSION, READY_TIMEOUT, STOP_TIMEOUT, Layout, Node, cluster_settings,
+    default_data_dir, free_port, new_cluster_id, port_is_free,
 )
 from shared.errors import BrokerStartError, ConfigError, HashbridgeError
 

@@ -13,7 +13,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from hashbridge.kafkaproc import HOST, MAX_MESSAGE_BYTES, Cluster
+from hashbridge.kafkaproc import Cluster
+from hashbridge.kafkaruntime import HOST, MAX_MESSAGE_BYTES
 from hashbridge.localkafka import (BOOTSTRAP_ENV, free_port, resolve_bootstrap, start_cluster,
                                    stop_cluster)
 from shared.errors import BrokerStartError

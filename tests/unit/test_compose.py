@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hashbridge.kafkaproc import KAFKA_VERSION, POM, cluster_settings
+from hashbridge.kafkaruntime import KAFKA_VERSION, POM, cluster_settings
 from hashbridge.localkafka import DOCKER_IMAGE, docker_env_name
 
 REPO = Path(__file__).resolve().parents[2]
