@@ -79,5 +79,11 @@ def test_provisioning_files() -> None:
     prov = yaml.safe_load((OPS / "grafana" / "provisioning" / "dashboards" / "hashbridge.yml").read_text())
     assert prov["apiVersion"] == 1 and prov["providers"][0]["options"]["path"]
     prom = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())
-    targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    targets = {t for job in prom["scrape_configs"] for sc in job.get("static_configs", []) for t in sc["targets"]}
+    targets |= {f"{name}:{sd['port']}" for job in prom["scrape_configs"]
+                for sd in job.get("dns_sd_configs", []) for name in sd["names"]}
     assert {"producer:9101", "trainer:9102", "scorer:9103"} <= targets
+    services = yaml.safe_load((OPS.parent / "compose.yaml").read_text())["services"]
+    for name, port in (("producer", 9101), ("trainer", 9102), ("scorer", 9103)):
+        env = services[name]["environment"]
+        assert env[f"HASHBRIDGE_{name.upper()}_METRICS_PORT"] == str(port), name
