@@ -58,8 +58,9 @@ class Hasher(ColumnarPath):
         names = list(self.rules)
         self._getter = (operator.itemgetter(*names) if len(names) > 1
                         else (lambda rec, _n=names[0]: (rec[_n],)))
-        self._pending: list[tuple[int, str, str]] = []  # (field position, input string, value string)
+        self._n_pending = 0  # deferred values (placeholders handed out since the last settle)
         self._pending_by_field: list[dict[str, int]] = [{} for _ in self.rules]  # input string -> placeholder
+        self._pending_texts: list[list[str]] = [[] for _ in self.rules]  # their value strings, same order
         self._label_cache: dict[str, int] = {}
         self._entry_cache: dict[str, dict[str, int]] = {}
         self._max_dictionary: dict[str, int] = {}
@@ -95,61 +96,64 @@ class Hasher(ColumnarPath):
         keyed hash waits: the record gets a placeholder ``-2 - slot`` that :meth:`settle` replaces,
         so a frame's first sightings are hashed together in one numba call per field.
         """
-        out: list[int] = []
-        for j, code in enumerate(idx):
-            if code is None:
-                name, rule, cache = self._record_fields[j]
-                v = vals[j]
-                hit = cache.get(v) if type(v) is str else None
-                if hit is None and defer and type(v) is str:
-                    pend = self._pending_by_field[j]
-                    code = pend.get(v)
-                    if code is None:
-                        o = rule.outcome(v)
-                        if o.text is None or o.error is not None:
-                            hit = (-1, 0.0, None, o.error)
-                            self._remember(name, cache, v, hit)
-                        else:
-                            code = pend[v] = -2 - len(self._pending)
-                            self._pending.append((j, v, o.text))
-                    if code is not None:
-                        out.append(code)
-                        continue
-                if hit is None:
-                    hit = self._resolve(name, rule, v)
-                    if type(v) is str:
+        drop = False
+        for j in [j for j, code in enumerate(idx) if code is None]:
+            name, rule, cache = self._record_fields[j]
+            v = vals[j]
+            hit = cache.get(v) if type(v) is str else None
+            if hit is None and defer and type(v) is str:
+                pend = self._pending_by_field[j]
+                code = pend.get(v)
+                if code is None:
+                    o = rule.outcome(v)
+                    if o.text is None or o.error is not None:
+                        hit = (-1, 0.0, None, o.error)
                         self._remember(name, cache, v, hit)
-                if hit[3] is not None:
-                    raise _record_error(hit[3], name)
-                if hit[0] < 0:
+                    else:
+                        code = pend[v] = -2 - self._n_pending
+                        self._n_pending += 1
+                        self._pending_texts[j].append(o.text)
+                if code is not None:
+                    idx[j] = code
                     continue
-                code = hit[0]
-            out.append(code)
-        return out
+            if hit is None:
+                hit = self._resolve(name, rule, v)
+                if type(v) is str:
+                    self._remember(name, cache, v, hit)
+            if hit[3] is not None:
+                raise _record_error(hit[3], name)
+            idx[j] = hit[0]
+            drop = drop or hit[0] < 0
+        return [c for c in idx if c != -1] if drop else idx  # type: ignore[return-value]
 
     @property
     def pending(self) -> int:
         """Values waiting for their keyed hash (placeholders handed out by ``record(defer=True)``)."""
-        return len(self._pending)
+        return self._n_pending
 
     def settle(self, indices: list[int]) -> np.ndarray:
-        """``indices`` as u32, after hashing every pending value and replacing its placeholders."""
-        if not self._pending:
+        """``indices`` as u32, after hashing every pending value and replacing its placeholders.
+
+        The new indices go to the fast caches only: in fast mode the record cache is asked just for
+        values the fast cache lacks (absent and bad ones), and only fast mode defers.
+        """
+        if not self._n_pending:
             return np.array(indices, dtype=np.uint32)
-        table = np.empty(len(self._pending), dtype=np.int64)
-        by_field: dict[int, list[int]] = {}
-        for slot, (j, _, _) in enumerate(self._pending):
-            by_field.setdefault(j, []).append(slot)
-        for j, slots in by_field.items():
+        table = np.empty(self._n_pending, dtype=np.int64)
+        for j, pend in enumerate(self._pending_by_field):
+            if not pend:
+                continue
             name, _, cache = self._record_fields[j]
-            items = [self._pending[s] for s in slots]
-            codes = (self.cache.uncached(name, [t for _, _, t in items]) & self.mask).astype(np.int64)
-            table[slots] = codes
-            for (_, raw, text), code in zip(items, codes.tolist()):
-                self._remember(name, cache, raw, (code, 1.0, text, None))
-        for pend in self._pending_by_field:
+            codes = (self.cache.uncached(name, self._pending_texts[j]) & self.mask).astype(np.int64)
+            table[-2 - np.fromiter(pend.values(), dtype=np.int64, count=len(pend))] = codes
+            fast = self._fast_by_name[name]
+            if len(fast) + len(pend) > self.cache.limit:
+                fast.clear()
+                cache.clear()
+            fast.update(zip(pend, codes.tolist()))
             pend.clear()
-        self._pending.clear()
+            self._pending_texts[j].clear()
+        self._n_pending = 0
         arr = np.array(indices, dtype=np.int64)
         neg = arr < 0
         arr[neg] = table[-2 - arr[neg]]

@@ -85,7 +85,7 @@ def test_learns_every_record_once_refuses_bad_frames_and_publishes(kafka_bootstr
     assert "progressive overall" in log and "published model version" in log
     from shared.models import ModelWatcher
     watcher = ModelWatcher(ks)
-    model = wait_for(lambda: watcher.poll(1.0) or watcher.latest(), 60, "a published model")
+    model = wait_for(lambda: watcher.poll(1.0) or watcher.latest, 60, "a published model")
     watcher.close()
     assert model.spec == SPEC and model.version >= 1 and model.weights.shape == (1 << BITS,)
     np.testing.assert_allclose(model.weights, snap.state[:, 0])
