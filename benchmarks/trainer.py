@@ -60,20 +60,48 @@ def kernel_alone(n_records: int, repeats: int) -> dict[str, Any]:
 
 
 def memory_ceiling(repeats: int) -> dict[str, Any]:
-    """What the memory system gives right now: independent random float32 reads over a filled
-    2^22 x 2 state (numpy gather, many misses in flight), as records/s at 20 reads per record.
-    A learning kernel reads each coordinate and writes it back, so it cannot beat this figure;
-    on a machine shared with other work it moves with their memory traffic."""
+    """What the memory system gives right now: random float32 reads alone over a filled
+    2^22 x 2 state (``kernels.gather_sum``), as records/s at 20 reads per record. A learning
+    kernel reads each coordinate and writes it back, so it stays under this figure; on a machine
+    shared with other work it moves with their memory traffic."""
     rng = np.random.default_rng(1)
     state = rng.uniform(0, 1, (1 << BITS, 2)).astype(np.float32)
-    idx = rng.integers(0, 1 << BITS, 10_000_000).astype(np.intp)
-    col = state[:, 0]
-    col.take(idx[:1000])
-    t = timed(lambda: float(col.take(idx).sum()), repeats)
+    idx = rng.integers(0, 1 << BITS, 20_000_000).astype(np.uint32)
+    K.gather_sum(state, idx[:1000])
+    t = timed(lambda: K.gather_sum(state, idx), repeats)
     per = FEATURES / idx.shape[0]
     return {"reads": int(idx.shape[0]),
             "records_per_s_median": 1 / (t["median"] * per),
             "records_per_cpu_s_median": 1 / (t["cpu_median"] * per) if t["cpu_median"] > 0 else None}
+
+
+def kafka_delivery(ks: KafkaSettings, n_records: int) -> dict[str, Any]:
+    """The Kafka path without learning: one consumer (the trainer's config) consuming and
+    decoding every frame as fast as the broker delivers; the trainer cannot beat this rate."""
+    from confluent_kafka import Consumer
+
+    s = TrainerSettings(kafka=ks, group=f"bench-delivery-{uuid.uuid4().hex[:8]}", bits=BITS, workers=1)
+    c = Consumer(s.consumer_config())
+    c.subscribe([ks.topics.train])
+    got, first, nbytes, t0, c0 = 0, 0, 0, 0.0, 0.0
+    deadline = time.monotonic() + 300
+    try:
+        while got < n_records and time.monotonic() < deadline:
+            for m in c.consume(64, 1.0):
+                if m.error() is not None:
+                    continue
+                v = m.value() or b""
+                f = decode(v)
+                if not got:
+                    t0, c0, first = time.perf_counter(), time.process_time(), f.n_records
+                else:
+                    nbytes += len(v)
+                got += f.n_records
+        dt = time.perf_counter() - t0
+        return {"records": got, "rate": (got - first) / dt, "mib_per_s": nbytes / dt / 2**20,
+                "consumer_cpu_cores": (time.process_time() - c0) / dt}
+    finally:
+        c.close()
 
 
 def trainer_run(ks: KafkaSettings, n_records: int, workers: int) -> dict[str, Any]:
@@ -137,6 +165,7 @@ def run(quick: bool = False) -> dict:
     produce_synthetic(ks, ks.topics.train, SPEC, n, PER_FRAME, FEATURES, seed=1, partitions=PARTITIONS)
     figures["produce_seconds"] = time.perf_counter() - t0
     try:
+        figures["kafka_delivery_one_consumer"] = kafka_delivery(ks, n)
         for w in (1, 2):
             runs = [trainer_run(ks, n, w) for _ in range(reps)]
             rates = [r["rate"] for r in runs]
@@ -153,6 +182,10 @@ def run(quick: bool = False) -> dict:
     mc = figures["memory_ceiling_one_core"]
     notes.append(f"memory ceiling now (random reads alone, 20 per record): {mc['records_per_s_median'] / 1e6:.2f} M "
                  f"records/s wall, {(mc['records_per_cpu_s_median'] or 0) / 1e6:.2f} M per CPU second")
+    kd = figures["kafka_delivery_one_consumer"]
+    notes.append(f"Kafka delivery alone (consume + decode, no learning, one consumer): {kd['rate'] / 1e6:.2f} M "
+                 f"records/s ({kd['mib_per_s']:.0f} MiB/s; the consumer process used {kd['consumer_cpu_cores']:.2f} "
+                 "cores, the rest is the broker)")
     split = [r.get("time_split", {}).get("kernel_share_of_worker_time") for w in (1, 2)
              for r in figures[f"trainer_{w}_workers"]["runs"]]
     split = [x for x in split if x is not None]

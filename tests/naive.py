@@ -105,6 +105,10 @@ def ftrl_frame(state, bias, labels, offsets, indices, values, rweights, hp, stat
             bias[1] += g * g
 
 
+def gather_sum(state, indices):
+    return sum(float(state[int(j), 0]) for j in indices)
+
+
 def binned_auc(scores, labels, weights=None):
     """Exact AUC by ranks (ties count one half), for checking the histogram AUC."""
     s, y = np.asarray(scores, float), np.asarray(labels, float)

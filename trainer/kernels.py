@@ -294,4 +294,14 @@ def predict_margins(w, bias, offsets, indices, values, out):
         out[i] = m
 
 
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=True)
+def gather_sum(state, indices):
+    """Sum of ``state[indices, 0]``: random reads alone, no learning. Benchmarks use it as the
+    memory ceiling that any kernel reading and updating those coordinates stays under."""
+    s = 0.0
+    for k in range(indices.shape[0]):
+        s += float(state[indices[k], 0])
+    return s
+
+
 EMPTY_F32 = np.zeros(0, np.float32)

@@ -145,8 +145,6 @@ class Worker:
         """Whatever the fetcher already holds (up to ``batch_messages``), without waiting for a
         full batch (``consume`` would block until the batch fills or the timeout passes, idling
         the worker while the fetcher still delivers); only when nothing is there, wait for one."""
-        if os.environ.get("HB_AB_OLD"):  # TEMP A/B
-            return self.consumer.consume(self.s.batch_messages, self.s.poll_timeout)
         msgs = self.consumer.consume(self.s.batch_messages, 0)
         if not msgs:
             msgs = self.consumer.consume(1, self.s.poll_timeout)

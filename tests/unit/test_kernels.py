@@ -129,3 +129,11 @@ def test_learns_a_separable_signal():
         w, b = effective_weights(hyper, state, bias)
         assert w[11] > 0 > w[1], opt
         assert summarize(stats).auc > 0.9, opt
+
+
+def test_gather_sum_matches_naive():
+    rng = np.random.default_rng(13)
+    state = rng.normal(size=(2 ** BITS, 2)).astype(np.float32)
+    idx = rng.integers(0, 2 ** BITS, 500).astype(np.uint32)
+    assert K.gather_sum(state, idx) == pytest.approx(naive.gather_sum(state, idx), rel=1e-12)
+    assert K.gather_sum(state, idx[:0]) == 0.0
