@@ -230,7 +230,9 @@ class Supervisor:
         self.metrics.progress("overall", overall)
         self.metrics.progress("recent", recent)
         log.info("progressive overall: %s | recent: %s", overall.line(), recent.line())
-        if overall.records and overall.records != self._last_curve_records:
+        # with the per-worker curve on, its points replace this line but for the final report
+        if overall.records and overall.records != self._last_curve_records and (
+                self._curve is None or not self.procs):
             self._last_curve_records = overall.records
             self._append_curve(overall)
 

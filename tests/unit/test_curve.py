@@ -197,3 +197,33 @@ def test_rows_after_the_horizon_wait_for_the_next_report():
     got += curve.update(first, horizon=0.1)  # worker 0's rows after 0.1 are not visible yet
     got += curve.update([r for r in rows if r not in first])
     same_points(got, brute_force(rows, 2))
+
+
+def test_supervisor_report_appends_points_in_order_then_the_final_line(tmp_path):
+    import json
+
+    from trainer.supervisor import CURVE_FILE, Supervisor
+
+    settings = TrainerSettings(bits=4, workers=2, checkpoint_dir=tmp_path, publish=False, curve_records=10)
+    sup = Supervisor(settings)
+    with S.SharedState(bits=4, workers=2, partitions=2, curve_rows=64) as a:
+        sup.arrays = a
+        sup.procs = [object()]  # "workers running": rows newer than the horizon wait
+        for w in (0, 1):
+            a.post_curve(w, point=False)
+        for k in range(1, 4):
+            for w in (0, 1):
+                a.stats[w, K.S_N] = a.stats[w, K.S_W] = 10 * k
+                a.stats[w, K.S_Y] = 5 * k
+                a.post_curve(w)
+        sup.report()  # everything is younger than HOLD: nothing yet, and no overall line
+        path = tmp_path / CURVE_FILE
+        assert not path.exists() or path.read_text() == ""
+        a.stats[0, K.S_N] = a.stats[0, K.S_W] = 35  # learned past the last point, no new point
+        sup.procs = []  # workers stopped: the final report flushes, then adds the overall line
+        sup.report()
+        lines = [json.loads(x) for x in path.read_text().splitlines()]
+        assert [x["records"] for x in lines] == [10, 20, 30, 40, 50, 60, 65]
+        assert all(lines[i]["time"] <= lines[i + 1]["time"] for i in range(len(lines) - 2))
+        assert lines[0]["positive_rate"] == pytest.approx(0.5)
+        sup.arrays = None
