@@ -101,6 +101,8 @@ def run_demo(args: argparse.Namespace) -> dict:
         shutil.copy(SCHEMA, schema)  # the producer writes its quantile edges next to the schema
         key = work / "owner.key"
         _keygen(key)
+        from producer.keys import read_key
+        from shared.hashspec import key_id
 
         from shared.clients import ensure_pipeline_topics
         ensure_pipeline_topics(kafka)
@@ -108,7 +110,9 @@ def run_demo(args: argparse.Namespace) -> dict:
         _, train_labels = bl.read_adult(DATA / "adult.data")
         per_pass = len(train_labels)
         say("starting trainer (2 workers) and scorer ...")
+        # the key id is public (a one-way fingerprint): the trainer refuses any other key space
         trainer = spawn(stack, ["trainer", "--workers", "2", "--bits", str(BITS), "--group", f"{prefix}trainer",
+                                "--key-id", key_id(read_key(key)).hex(),
                                 "--checkpoint-dir", str(work / "ckpt"), "--checkpoint-seconds", "1",
                                 "--checkpoint-records", str(max(2000, per_pass * args.passes // 8)),
                                 "--report-seconds", "0.05", "--metrics-port", str(port), "--batch-messages", "1",
