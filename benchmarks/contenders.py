@@ -213,21 +213,70 @@ def _river(cfg: dict, files: dict[str, Path], clock: _Clock) -> None:
         clock.rows[-1].update(_metrics(ty, prob))
 
 
-def _hashbridge(cfg: dict, clock: _Clock) -> None:
+def producer_hasher(bits: int, key: bytes = BENCH_KEY):
+    """The producer's own schema object and :class:`producer.hashing.Hasher` for the generated CSV
+    (every field categorical, keyed BLAKE2b, unsigned), as ``hashbridge produce`` builds them."""
+    import tomllib
+
+    from producer.hashing import make_hasher
+    from producer.schema import parse_schema
+
+    fields = ", ".join(f'"{f}"' for f in datagen.field_names())
+    doc = tomllib.loads(f'header = true\ncategorical = [{fields}]\n[hash]\nalgorithm = "blake2b"\n'
+                        f'bits = {bits}\nsigned = false\n[label]\ncolumn = "label"\npositive = ["1"]\n'
+                        'negative = ["0"]\n')
+    schema = parse_schema(doc)
+    return schema, make_hasher(schema, key)
+
+
+def producer_csr(path: Path, schema, hasher) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """CSV file -> (offsets, indices, values, labels) through the producer's columnar path: its CSV
+    source (``producer.sources``, pyarrow, every column as strings) and ``Hasher.batch``."""
+    from producer.sources import open_source
+
+    offs, idx, vals, labels, base = [np.zeros(1, np.uint64)], [], [], [], 0
+    for chunk in open_source(str(path), schema, schema.input_columns):
+        enc = hasher.batch(chunk.batch)
+        offs.append(enc.offsets[1:].astype(np.uint64) + base)
+        base += int(enc.offsets[-1])
+        idx.append(enc.indices)
+        labels.append(enc.labels)
+        if enc.values is not None:
+            vals.append(enc.values)
+    values = np.concatenate(vals) if vals else np.zeros(0, np.float32)
+    return np.concatenate(offs), np.concatenate(idx), values, np.concatenate(labels)
+
+
+def _fixed_width(offsets: np.ndarray, f: int) -> None:
+    """The kernel loop below slices fixed-width rows; every generated row has all ``f`` fields."""
+    if not np.array_equal(np.diff(offsets), np.full(offsets.shape[0] - 1, f, offsets.dtype)):
+        raise ValueError(f"rows are not all {f} features wide")
+
+
+def _hashbridge(cfg: dict, files: dict[str, Path], clock: _Clock) -> None:
     data = datagen.synthetic_cached(cfg["n_rows"], cfg["seed"])
-    tr, te, bits, f = data.split("train"), data.split("test"), cfg["bits"], datagen.N_FIELDS
-    names = datagen.field_names()
-    cols = [np.ascontiguousarray(data.values[tr, i]) for i in range(f)]
-    dig = clock("hashbridge-hash", data.n_train, lambda: digest_matrix(cols, names))
-    idx, vals = indices_from(dig, bits, False)
-    labels = np.ascontiguousarray(data.labels[tr])
+    bits, f = cfg["bits"], datagen.N_FIELDS
+    # compile / load numba's BLAKE2b and touch the file before the clock, on a throwaway hasher so
+    # the timed one starts with empty caches (as a fresh ``hashbridge produce`` does)
+    import pyarrow as pa
+
+    _, warm = producer_hasher(bits)
+    warm_cols = {"label": pa.array(["0", "1"] * 1500)}
+    warm_cols.update({n: pa.array([str(i) for i in range(3000)]) for n in datagen.field_names()})
+    warm.batch(pa.RecordBatch.from_pydict(warm_cols))
+    schema, hasher = producer_hasher(bits)
+    offsets, idx, vals, labels = clock("hashbridge-hash", data.n_train,
+                                       lambda: producer_csr(files["train_csv"], schema, hasher))
+    _fixed_width(offsets, f)
+    if labels.shape[0] != data.n_train or not np.array_equal(labels, data.labels[data.split("train")]):
+        raise ValueError("the producer's labels differ from the generator's")
     fit_hashed(idx[: 2 * f] & np.uint32(15), vals, labels[:2], f, 4)  # compile before the clock
     w, b = clock("hashbridge-kernel", data.n_train, lambda: fit_hashed(idx, vals, labels, f, bits))
     clock.rows[-1]["kernel"] = kernel_name()
     if cfg["evaluate"]:
-        tcols = [data.values[te, i] for i in range(f)]
-        tidx, tvals = indices_from(digest_matrix(tcols, names), bits, False)
-        clock.rows[-1].update(_metrics(data.labels[te], predict_hashed(w, b, tidx, tvals, f)))
+        toffs, tidx, tvals, tlabels = producer_csr(files["test_csv"], schema, hasher)
+        _fixed_width(toffs, f)
+        clock.rows[-1].update(_metrics(tlabels, predict_hashed(w, b, tidx, tvals, f)))
 
 
 def measure(cfg: dict) -> list[dict]:
@@ -243,7 +292,7 @@ def measure(cfg: dict) -> list[dict]:
         elif job == "river":
             _river(cfg, files, clock)
         elif job == "hashbridge":
-            _hashbridge(cfg, clock)
+            _hashbridge(cfg, files, clock)
         else:
             raise ValueError(f"unknown job {job!r}")
     peak = peak_rss_mib()  # the whole child: data, token lists and model of this job

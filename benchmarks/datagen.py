@@ -10,13 +10,13 @@ text files (CSV with header, VW text) are written by pyarrow and cached under ``
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.common import CACHE_DIR
+from shared.datasets import adult_dir
 
 N_FIELDS = 20
 MIN_CARD, MAX_CARD = 10, 1_000_000
@@ -25,8 +25,8 @@ WEIGHT_SD = 0.3  # per-value weight spread; gives a best AUC near 0.8, like clic
 BIAS = -1.2  # about a quarter of the labels positive
 TEST_FRACTION = 0.1
 GEN_VERSION = 1  # bump when the generator changes, so stale cache files are not reused
-# the UCI files live beside the repository (../shared/data/adult), not in it
-ADULT_DIR = Path(os.environ.get("HASHBRIDGE_ADULT_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "adult"))
+# the UCI files: bundled in data/adult (or ../shared/data/adult beside the repo)
+ADULT_DIR = adult_dir()
 ADULT_COLUMNS = ("age", "workclass", "fnlwgt", "education", "education-num", "marital-status",
                  "occupation", "relationship", "race", "sex", "capital-gain", "capital-loss",
                  "hours-per-week", "native-country")

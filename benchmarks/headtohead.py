@@ -22,7 +22,8 @@ DESCRIPTIONS = {
     "vw-sgd": "Vowpal Wabbit --sgd, text input",
     "vw-cache": "Vowpal Wabbit default, reading its binary cache (--cache_file, built once untimed with -k)",
     "vw-cache-sgd": "Vowpal Wabbit --sgd, binary cache input",
-    "hashbridge-hash": "hashbridge keyed BLAKE2b hashing, once per distinct value per column (producer side)",
+    "hashbridge-hash": "hashbridge producer's columnar path, CSV file to CSR arrays: its CSV source (pyarrow) "
+                       "and Hasher.batch (keyed BLAKE2b once per distinct value, numba), fresh caches",
     "hashbridge-kernel": "hashbridge trainer AdaGrad kernel alone on hashed CSR frames of 10,000 rows, one core",
     "hashbridge-hash+kernel": "derived: hashing then kernel, one core, no Kafka (1 / (1/a + 1/b))",
     "sklearn-hash": "scikit-learn FeatureHasher.transform on token lists (alternate_sign=False)",
@@ -125,6 +126,9 @@ def run(quick: bool = False) -> dict:
         "(its own peak RSS: data, token lists and model of that contender).",
         "VW's timed pass includes its own parsing and hashing of the text (or cache) file; the hashbridge "
         "kernel's does not (the producer hashes; see hashbridge-hash and the derived hash+kernel row).",
+        "hashbridge-hash is the producer's real columnar path (producer.sources CSV reader + Hasher.batch, "
+        "the code `hashbridge produce` runs), timed from the training CSV file to CSR arrays, without Kafka; "
+        "the kernel then learns those exact arrays.",
         f"River learns on the first {cfg['river_rows']:,} training rows and is scored on "
         f"{cfg['river_test_rows']:,} test rows (it is too slow for the whole set).",
         "Ratios: each contender's rate over VW default's rate in the same repetition (median, min, max).",

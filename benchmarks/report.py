@@ -30,7 +30,8 @@ GOALS: dict[str, tuple[str, float, bool, str, str, tuple[str, ...], tuple[str, .
                                      ("trainer_1_workers.rate_median",), (r"\b1_workers?\b.*rate",)),
     "trainer_kafka_2_workers_rec_s": ("trainer", 5e6, True, "rec/s", "trainer via Kafka, 2 workers",
                                       ("trainer_2_workers.rate_median",), (r"\b2_workers?\b.*rate",)),
-    "pipeline_rec_s": ("trainer", 0.0, True, "rec/s", "whole pipeline (producer -> Kafka -> trainer)",
+    "pipeline_rec_s": ("pipeline", 0.0, True, "rec/s",
+                       "whole pipeline (CSV -> producer -> Kafka -> trainer, 2 workers)",
                        ("pipeline.rate_median",), (r"pipeline.*(rate|rec|per_s)",)),
     "scorer_bulk_pred_s": ("scorer", 5e6, True, "pred/s", "scorer bulk predictions, from a topic",
                            ("bulk_from_topic_predictions_per_s.median",), (r"bulk.*(rate|pred|per_s)",)),
@@ -129,7 +130,7 @@ def _headline(results: dict) -> list[str]:
                      f"{bound / vw_rate:.2f}x" if vw_rate else "–", "–", "not measured end to end", "derived"])
     c = h2h.get("contenders", {})
     for key, label in (("hashbridge-kernel", "trainer kernel alone, one core (head-to-head)"),
-                       ("hashbridge-hash+kernel", "hashing + kernel, one core, no Kafka (head-to-head)")):
+                       ("hashbridge-hash+kernel", "producer columnar hashing (CSV -> CSR) + kernel, one core, no Kafka (head-to-head)")):
         if c.get(key, {}).get("rate"):
             r = c[key]["rate"]["median"]
             goal = 8e6 if key == "hashbridge-kernel" else 0
@@ -140,7 +141,7 @@ def _headline(results: dict) -> list[str]:
     lines.append("Ratios are against VW on the head-to-head's synthetic set (20 categorical fields). The "
                  "other parts generate their own data of the same shape; what each used:")
     lines.append("")
-    for part in ("producer", "trainer", "scorer"):
+    for part in ("producer", "trainer", "pipeline", "scorer"):
         fig = results.get(part, {}).get("figures", {})
         shape = {k: fig[k] for k in ("rows", "records", "fields", "features", "indices_per_record", "bits")
                  if isinstance(fig.get(k), (int, float))}
@@ -213,8 +214,8 @@ def _accuracy(results: dict) -> list[str]:
 
 def _others(results: dict) -> list[str]:
     lines = ["## Other parts (as reported by their benchmarks)", ""]
-    extra = sorted(set(results) - {"producer", "trainer", "scorer", "headtohead", "accuracy", "harness"})
-    for part in ("producer", "trainer", "scorer", *extra):
+    extra = sorted(set(results) - {"producer", "trainer", "pipeline", "scorer", "headtohead", "accuracy", "harness"})
+    for part in ("producer", "trainer", "pipeline", "scorer", *extra):
         doc = results.get(part)
         if not doc:
             lines += [f"### {part}", "", "No results file.", ""]

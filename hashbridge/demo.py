@@ -31,7 +31,7 @@ from hashbridge import baseline as bl  # noqa: E402
 from shared.datasets import adult_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ["HASHBRIDGE_ADULT_DIR"]) if "HASHBRIDGE_ADULT_DIR" in os.environ else adult_dir()
+DATA = adult_dir()
 SCHEMA = REPO / "examples" / "adult.schema.toml"
 BITS = 20
 

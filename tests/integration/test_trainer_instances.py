@@ -146,11 +146,8 @@ def single_instance(ks: KafkaSettings, root: Path) -> tuple[np.ndarray, float]:
     return s.state[:, 0], float(s.bias[0])
 
 
-def test_auc(w: np.ndarray, b: float, labels: np.ndarray, idx: np.ndarray, f: int) -> float:
+def holdout_auc(w: np.ndarray, b: float, labels: np.ndarray, idx: np.ndarray, f: int) -> float:
     return auc(labels, w[idx].astype(np.float64).reshape(-1, f).sum(1) + b)
-
-
-test_auc.__test__ = False  # a helper, not a test
 
 
 def synthetic_holdout(n: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
@@ -178,7 +175,7 @@ def test_three_instances_synthetic_match_one(kafka_bootstrap, tmp_path):
                                                               partitions=PARTITIONS), n, 240)
     w1, b1 = single_instance(ks, tmp_path)
     y, idx = synthetic_holdout()
-    merged, solo = test_auc(w, b, y, idx, 20), test_auc(w1, b1, y, idx, 20)
+    merged, solo = holdout_auc(w, b, y, idx, 20), holdout_auc(w1, b1, y, idx, 20)
     print(f"synthetic {n}: merged AUC {merged:.4f}, single {solo:.4f}")
     assert abs(merged - solo) <= 0.002
 
@@ -190,7 +187,7 @@ def test_three_instances_two_million_match_one(kafka_bootstrap, tmp_path):
                                                               partitions=PARTITIONS), n, 900)
     w1, b1 = single_instance(ks, tmp_path)
     y, idx = synthetic_holdout()
-    merged, solo = test_auc(w, b, y, idx, 20), test_auc(w1, b1, y, idx, 20)
+    merged, solo = holdout_auc(w, b, y, idx, 20), holdout_auc(w1, b1, y, idx, 20)
     print(f"synthetic {n}: merged AUC {merged:.4f}, single {solo:.4f}")
     assert abs(merged - solo) <= 0.002
 
@@ -225,6 +222,6 @@ def test_three_instances_adult_match_one(kafka_bootstrap, tmp_path):
 
     w, b = run_three(ks, tmp_path, produce, n, 180)
     w1, b1 = single_instance(ks, tmp_path)
-    merged, solo = test_auc(w, b, yte, ite, f), test_auc(w1, b1, yte, ite, f)
+    merged, solo = holdout_auc(w, b, yte, ite, f), holdout_auc(w1, b1, yte, ite, f)
     print(f"adult {n}: merged AUC {merged:.4f}, single {solo:.4f}")
     assert abs(merged - solo) <= 0.002
