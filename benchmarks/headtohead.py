@@ -25,7 +25,8 @@ DESCRIPTIONS = {
     "hashbridge-hash": "hashbridge producer's columnar path, CSV file to CSR arrays: its CSV source (pyarrow) "
                        "and Hasher.batch (keyed BLAKE2b once per distinct value, numba), fresh caches",
     "hashbridge-kernel": "hashbridge trainer AdaGrad kernel alone on hashed CSR frames of 10,000 rows, one core",
-    "hashbridge-hash+kernel": "derived: hashing then kernel, one core, no Kafka (1 / (1/a + 1/b))",
+    "hashbridge-hash+kernel": "derived: producer columnar hashing (CSV -> CSR) then kernel, one core, "
+                              "no Kafka (1 / (1/a + 1/b))",
     "sklearn-hash": "scikit-learn FeatureHasher.transform on token lists (alternate_sign=False)",
     "sklearn-fit": "scikit-learn SGDClassifier(loss='log_loss').partial_fit, one epoch on the hashed matrix",
     "river": "River LogisticRegression learn_one on one-hot dicts (a subset: it is slow)",

@@ -275,6 +275,11 @@ def run(quick: bool = False) -> dict:
             f"(median {p['trainer_ready_seconds']['median']:.1f} s of start-up, not counted); the end is seen "
             f"through snapshots taken every {SNAPSHOT_SECONDS} s, so up to that much is counted as lag.",
         ]
+        lag, prod = p["trainer_lag_seconds"]["median"], p["producer_seconds"]["median"]
+        notes.append("bottleneck: " + (
+            "the producer - the trainer kept pace, finishing within a snapshot interval of the producer's exit"
+            if lag <= SNAPSHOT_SECONDS else
+            f"the trainer - it needed {lag:.2f} s after the producer's {prod:.2f} s"))
         if aucs:
             notes.append(f"test AUC of the final model: {statistics.median(aucs):.4f} (generator's best possible "
                          f"{meta['best_auc']:.4f}); the test split was hashed by the producer's columnar path with "

@@ -309,6 +309,10 @@ def _plots(results: dict) -> list[str]:
     if points:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label="hashbridge trainer via Kafka")
+        pipe, _ = metric(results, "pipeline_rec_s")
+        if pipe:
+            workers = results.get("pipeline", {}).get("figures", {}).get("workers", 2)
+            ax.plot([workers], [pipe], "s", color="C1", label="whole pipeline, CSV -> trained model")
         vw = results.get("headtohead", {}).get("figures", {}).get("vw_best", {})
         if vw.get("rate"):
             ax.axhline(vw["rate"], color="C0", ls="--", label=f"VW best ({vw['name']})")
