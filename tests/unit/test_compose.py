@@ -100,11 +100,3 @@ def test_docker_env_names_follow_the_apache_image() -> None:
     assert docker_env_name("abc_def") == "KAFKA_ABC__DEF"
     assert docker_env_name("abc-def") == "KAFKA_ABC___DEF"
 
-
-def test_cluster_ids_never_look_like_an_option() -> None:
-    """The storage tool parses '-abc' as a flag: a cluster id must not start with '-'."""
-    from hashbridge.kafkaruntime import new_cluster_id
-
-    ids = [new_cluster_id() for _ in range(5000)]
-    assert not [i for i in ids if i.startswith("-")]
-    assert all(len(i) == 22 for i in ids) and len(set(ids)) == len(ids)
