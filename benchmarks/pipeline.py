@@ -148,9 +148,11 @@ def one_run(bootstrap: str, csv: Path, schema_path: Path, key_path: Path, key_he
             if now - t0 > RUN_TIMEOUT:
                 raise RuntimeError(f"only {learned} of {n} records learned after {RUN_TIMEOUT:.0f} s")
             time.sleep(0.02)
-        if t_prod is None:  # cannot happen (the trainer cannot learn unpublished records), but be exact
-            producer.wait(30)
+        if t_prod is None:  # every record learned before the producer process exited (its last
+            producer.wait(30)  # flush, report and interpreter exit): its own time ends at that exit
             t_prod = time.perf_counter()
+            if producer.returncode != 0:
+                raise RuntimeError(f"producer exited {producer.returncode}: {_tail(plog)}")
         m = _PRODUCER_RATE.search(plog.read_text(errors="replace"))
         out.update(records=learned, seconds=t_end - t0, rate=n / (t_end - t0),
                    producer_seconds=t_prod - t0, producer_rate=n / (t_prod - t0),
@@ -172,7 +174,7 @@ def one_run(bootstrap: str, csv: Path, schema_path: Path, key_path: Path, key_he
     return out
 
 
-def test_auc(ckdir: Path, test_csv: Path, schema_path: Path, key: bytes) -> dict[str, float]:
+def final_auc(ckdir: Path, test_csv: Path, schema_path: Path, key: bytes) -> dict[str, float]:
     """AUC/logloss of the final snapshot on the test split, hashed by the producer's columnar path."""
     from producer.hashing import make_hasher
     from producer.schema import load_schema
@@ -237,7 +239,7 @@ def run(quick: bool = False) -> dict:
                 print(f"  rep {rep + 1}/{reps}: {errors[-1]}", flush=True)
                 continue
             try:
-                r.update(test_auc(Path(r["checkpoint_dir"]), files["test_csv"], schema_path, key))
+                r.update(final_auc(Path(r["checkpoint_dir"]), files["test_csv"], schema_path, key))
             except Exception as exc:  # noqa: BLE001
                 r["auc_error"] = f"{type(exc).__name__}: {exc}"
             runs.append(r)
