@@ -155,7 +155,7 @@ class _Replies(threading.Thread):
         super().__init__(daemon=True)
         self.c = make_consumer(kafka, f"lat-{uuid.uuid4().hex}", **{
             "fetch.wait.max.ms": 1, "fetch.min.bytes": 1, "fetch.queue.backoff.ms": 1,
-            "auto.offset.reset": "latest"})
+            "socket.nagle.disable": True, "auto.offset.reset": "latest"})
         self.c.subscribe([kafka.topics.predictions])
         self.arrived = np.full(n, np.nan)
         self.assigned = threading.Event()
@@ -195,7 +195,7 @@ def bench_latency(kafka: KafkaSettings, rates: list[int], seconds: float, repeat
     out: dict[str, Any] = {}
     try:
         producer = make_producer(kafka, **{"linger.ms": 0, "batch.num.messages": 64,
-                                           "compression.type": "none"})
+                                           "compression.type": "none", "socket.nagle.disable": True})
         total = 1 + sum(int(r * seconds) for r in rates) * repeats + 200
         replies = _Replies(kafka, total)
         replies.start()

@@ -18,17 +18,19 @@ MODE_DEFAULTS: dict[str, tuple[int, float, float, float]] = {
 }
 
 # librdkafka settings per mode. Latency: fetch responses as soon as one byte is there, replies
-# sent at once, uncompressed (a one-record reply is ~60 bytes). Throughput: fetches of several
+# sent at once, uncompressed (a one-record reply is ~60 bytes), Nagle's algorithm off (small
+# requests would otherwise wait for the peer's delayed ACK). Throughput: fetches of several
 # MiB, a deep prefetch queue so the broker's next frames arrive while the kernel runs, replies
 # batched, uncompressed (probabilities and random request ids do not compress; lz4 cost CPU for
 # nothing, measured in docs/scorer.md).
 _CONSUMER_MODE: dict[str, dict[str, Any]] = {
-    "latency": {"fetch.wait.max.ms": 2, "fetch.min.bytes": 1, "fetch.queue.backoff.ms": 1},
+    "latency": {"fetch.wait.max.ms": 2, "fetch.min.bytes": 1, "fetch.queue.backoff.ms": 1,
+                "socket.nagle.disable": True},
     "throughput": {"fetch.wait.max.ms": 50, "fetch.min.bytes": 1 << 20,
                    "queued.max.messages.kbytes": 256 * 1024, "queued.min.messages": 1000},
 }
 _PRODUCER_MODE: dict[str, dict[str, Any]] = {
-    "latency": {"batch.num.messages": 64, "compression.type": "none"},
+    "latency": {"batch.num.messages": 64, "compression.type": "none", "socket.nagle.disable": True},
     "throughput": {"batch.num.messages": 10000, "batch.size": 16 * 1024 * 1024,
                    "compression.type": "none"},
 }
