@@ -8,7 +8,6 @@ Node ids are Kafka broker ids (1, 2, 3), the numbers partition metadata names as
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from hashbridge.kafkaruntime import (
     _tail_text, ensure_runtime, java_command, node_config, port_is_free, tail,
 )
 from shared.errors import BrokerStartError
+from shared.processes import parent_death_signal, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _is_broker(pid: int, config_path: Path) -> bool:
         except OSError:
             return False
         return b"kafka.Kafka" in cmdline and str(config_path).encode() in cmdline
-    return _alive(pid)
+    return pid_alive(pid)
 
 
 def _wait_exit(pid: int, child: subprocess.Popen[bytes] | None, timeout: float) -> bool:
@@ -91,39 +91,15 @@ def _wait_exit(pid: int, child: subprocess.Popen[bytes] | None, timeout: float) 
         return True
     except (AttributeError, OSError):  # no pidfd (macOS, old kernels): poll the condition
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        return not _alive(pid)
+        return not pid_alive(pid)
     try:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         return bool(poller.poll(timeout * 1000))
     finally:
         os.close(fd)
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking Linux to SIGTERM the child when its parent dies (else None).
-
-    For brokers a test session starts: a killed pytest must not leave JVMs behind. prctl is
-    looked up here, in the parent, so the child only makes one C call between fork and exec.
-    """
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-    return lambda: prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -364,7 +340,7 @@ class Cluster:
         with open(node_dir / "stdout.log", "ab") as out:
             child = subprocess.Popen(cmd, cwd=node_dir, stdin=subprocess.DEVNULL, stdout=out,
                                      stderr=subprocess.STDOUT, start_new_session=True,
-                                     preexec_fn=None if self.detach else _die_with_parent())
+                                     preexec_fn=None if self.detach else parent_death_signal(signal.SIGTERM))
         self._children[node.node_id] = child
         self._pids[node.node_id] = child.pid
         write_state(self.data_dir, self.layout, self._pids)

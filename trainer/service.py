@@ -17,7 +17,6 @@ Exactly-once protocol (the worker's half; docs/trainer.md has the whole):
 from __future__ import annotations
 
 import bisect
-import ctypes
 import logging
 import os
 import signal
@@ -31,21 +30,20 @@ from shared.deadletter import send_dead_letter
 from shared.errors import FrameError
 from shared.frames import Kind, decode, require_spec
 from shared.hashspec import Algorithm, SpecId
+from shared.processes import parent_death_signal
 from trainer import kernels as K
 from trainer import shm as S
 from trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 SERVICE = "trainer"
-_PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:
     """Linux: have the kernel SIGKILL this worker when the supervisor dies, so no orphan learns."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
+    request = parent_death_signal(signal.SIGKILL)
+    if request is not None:
+        request()
 
 
 def spec_from_control(control: np.ndarray, bits: int) -> SpecId | None:

@@ -19,6 +19,7 @@ from types import TracebackType
 
 import numpy as np
 
+from shared.processes import pid_alive
 from trainer.kernels import STATS_LEN
 from trainer.model import STATE_COLUMNS
 from trainer.progressive import CurveRow
@@ -214,16 +215,6 @@ class Attached:
             self._map = None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep_stale() -> list[str]:
     """Unlink trainer blocks whose owning supervisor no longer runs; returns their names."""
     removed = []
@@ -231,7 +222,7 @@ def sweep_stale() -> list[str]:
         return removed
     for path in SHM_DIR.iterdir():
         m = _NAME.match(path.name)
-        if m and not _alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             try:
                 path.unlink()
                 removed.append(path.name)
