@@ -42,6 +42,11 @@ def consumer_config(settings: KafkaSettings, group: str, **overrides: Any) -> di
         "fetch.max.bytes": 4 * MAX_MESSAGE_BYTES,
         "max.partition.fetch.bytes": MAX_MESSAGE_BYTES,
         "fetch.message.max.bytes": MAX_MESSAGE_BYTES,
+        # librdkafka stops fetching a partition whose local queue is full (queued.max.messages.kbytes)
+        # and looks again only after this backoff (default 1000 ms). A consumer that is slower than
+        # the broker (every trainer worker) then drains its queue and sits idle for the rest of the
+        # second: measured 46% of a worker's time waiting, 1.0 M rec/s; at 10 ms, 5% and 1.9 M rec/s.
+        "fetch.queue.backoff.ms": 10,
         "session.timeout.ms": 10000,
         "heartbeat.interval.ms": 1000,
     }
