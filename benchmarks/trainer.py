@@ -59,6 +59,40 @@ def kernel_alone(n_records: int, repeats: int) -> dict[str, Any]:
             "cpu_rate_min": min(cpu_rates, default=None), "cpu_rate_max": max(cpu_rates, default=None)}
 
 
+def kernel_breakdown(n_records: int, repeats: int) -> dict[str, Any]:
+    """Where the kernel's time goes, per CPU second, at 2^22 weights (32 MiB: beyond the caches)
+    and at 2^18 (2 MiB: cache-resident): the whole kernel, its gathers alone and its updates alone.
+    If the gathers alone run near the whole kernel's rate at 2^22, memory is the limit; the gap
+    at 2^18 is the arithmetic (exp/log1p per record, sqrt and division per coordinate)."""
+    from benchmarks import probes
+
+    out: dict[str, Any] = {}
+    hp = Hyper().array()
+    for bits in (BITS, 18):
+        spec = SpecId(Algorithm.MMH3_PUBLIC, bits, False, mmh3_key_id(0))
+        frames = [decode(f) for f in synthetic_frames(spec, n_records, PER_FRAME, FEATURES, seed=9)]
+        rng = np.random.default_rng(0)
+        state = np.empty((1 << bits, 2), np.float32)
+        state[:, 0] = rng.uniform(-1e-3, 1e-3, 1 << bits)
+        state[:, 1] = rng.uniform(0.5, 2.0, 1 << bits)
+        bias, stats = np.zeros(2), np.zeros(K.STATS_LEN)
+        variants = {
+            "whole_kernel": lambda f: K.adagrad_frame(state, bias, f.labels, f.offsets, f.indices, K.EMPTY_F32,
+                                                      K.EMPTY_F32, hp, stats),
+            "gathers_only": lambda f: probes.margins_only(state, f.offsets, f.indices),
+            "updates_only": lambda f: probes.updates_only(state, f.labels, f.offsets, f.indices),
+        }
+        cpu: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(repeats):  # interleaved, so load from other work hits every variant alike
+            for name, fn in variants.items():
+                fn(frames[0])  # compile / load the cache
+                t = timed(lambda: [fn(f) for f in frames], 1)
+                cpu[name].append(t["cpu_median"])
+        out[f"bits_{bits}"] = {name: n_records / statistics.median(v) for name, v in cpu.items()
+                               if statistics.median(v) > 0}
+    return out
+
+
 def memory_ceiling(repeats: int) -> dict[str, Any]:
     """What the memory system gives right now: random float32 reads alone over a filled
     2^22 x 2 state (``kernels.gather_sum``), as records/s at 20 reads per record. A learning
@@ -159,6 +193,7 @@ def run(quick: bool = False) -> dict:
     notes: list[str] = []
     figures["kernel_one_core"] = kernel_alone(min(n, 2_000_000), reps + 2)
     figures["memory_ceiling_one_core"] = memory_ceiling(reps + 2)
+    figures["kernel_breakdown_per_cpu_s"] = kernel_breakdown(min(n, 1_000_000), reps)
     ks = KafkaSettings.from_env(prefix=f"bench{uuid.uuid4().hex[:8]}.")
     ensure_topics(ks, {ks.topics.train: PARTITIONS, ks.topics.dlq: 1})
     t0 = time.perf_counter()
@@ -182,6 +217,10 @@ def run(quick: bool = False) -> dict:
     mc = figures["memory_ceiling_one_core"]
     notes.append(f"memory ceiling now (random reads alone, 20 per record): {mc['records_per_s_median'] / 1e6:.2f} M "
                  f"records/s wall, {(mc['records_per_cpu_s_median'] or 0) / 1e6:.2f} M per CPU second")
+    kb = figures["kernel_breakdown_per_cpu_s"]
+    notes.append("kernel taken apart (M records per CPU second: whole / gathers alone / updates alone): " + "; ".join(
+        f"2^{b.split('_')[1]}: {v['whole_kernel'] / 1e6:.2f} / {v['gathers_only'] / 1e6:.2f} / "
+        f"{v['updates_only'] / 1e6:.2f}" for b, v in kb.items()))
     kd = figures["kafka_delivery_one_consumer"]
     notes.append(f"Kafka delivery alone (consume + decode, no learning, one consumer): {kd['rate'] / 1e6:.2f} M "
                  f"records/s ({kd['mib_per_s']:.0f} MiB/s; the consumer process used {kd['consumer_cpu_cores']:.2f} "

@@ -222,7 +222,9 @@ class Worker:
             # both frames came from the same topic; the first valid one wins in practice)
             spec_to_control(self.a.control, frame.spec)
             self.spec = frame.spec
-            log.info("adopted spec from first valid frame: key id %s", frame.spec.key_id_hex)
+            log.warning("no --key-id given: adopted the spec of the first valid frame (key id %s); "
+                        "pass --key-id in production so a foreign producer cannot pick the key",
+                        frame.spec.key_id_hex)
         require_spec(frame, self.spec if self.spec is not None else
                      SpecId(frame.spec.algorithm, self.s.bits, frame.spec.signed, frame.spec.key_id))
 
