@@ -3,7 +3,9 @@
 
 Goals on the 2-core machine: >= 1,000,000 records/s end to end on the columnar path and
 >= 200,000 records/s through the record-at-a-time API. Also measured: the columnar path without
-Kafka (read + hash + frame encode), and a cProfile of one end-to-end run to say what limits it.
+Kafka (read + hash + frame encode), the CPU of each columnar stage alone, and a cProfile of one
+end-to-end run to say what limits it. The machine is shared, so the columnar variants run
+interleaved (A/B/C/A/B/C) and CPU seconds per run are reported beside records/s.
 """
 from __future__ import annotations
 
@@ -16,7 +18,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import rate, timed, write_result
+import statistics
+import time
+
+from benchmarks.common import cpu_seconds, rate, timed, write_result
 from benchmarks.datagen import field_names, synthetic_files
 
 N_ROWS = 1_000_000
@@ -127,6 +132,44 @@ def _agent_run(records: list[dict[str, str]], schema: Any, key: bytes, bootstrap
     return agent.stats.records_acked
 
 
+def _interleaved(fns: dict[str, Any], repeats: int) -> dict[str, dict[str, Any]]:
+    """``timed`` for several variants, one call of each per round, so a change in the machine's
+    load hits every variant alike."""
+    runs: dict[str, list[tuple[float, float, Any]]] = {k: [] for k in fns}
+    for _ in range(max(1, repeats)):
+        for name, fn in fns.items():
+            c0, t0 = cpu_seconds(), time.perf_counter()
+            result = fn()
+            runs[name].append((time.perf_counter() - t0, cpu_seconds() - c0, result))
+    out = {}
+    for name, xs in runs.items():
+        walls = [w for w, _, _ in xs]
+        out[name] = {"median": statistics.median(walls), "min": min(walls), "max": max(walls), "all": walls,
+                     "cpu_median": statistics.median([c for _, c, _ in xs]), "cpu_all": [c for _, c, _ in xs],
+                     "result": xs[-1][2]}
+    return out
+
+
+def _stage_cpu(path: Path, schema: Any, key: bytes) -> dict[str, float]:
+    """CPU seconds of each columnar stage alone, per run over the file: hashing (fresh tables, so
+    every distinct value is hashed once, as in a run) and frame encoding on blocks read before."""
+    from producer.hashing import make_hasher
+    from producer.sources import CsvSource
+    from shared.frames import encode_train
+
+    batches = [c.batch for c in CsvSource(path, schema, schema.input_columns)._read()]
+    make_hasher(schema, key).batch(batches[0].slice(0, 10))  # numba loaded before the clock starts
+    hasher = make_hasher(schema, key)
+    c0 = cpu_seconds()
+    encs = [hasher.batch(b) for b in batches]
+    c1 = cpu_seconds()
+    for e in encs:
+        for start in range(0, e.n, 4096):
+            stop = min(start + 4096, e.n)
+            encode_train(hasher.spec, e.labels[start:stop], *e.rows(start, stop))
+    return {"hash": c1 - c0, "frame_encode": cpu_seconds() - c1}
+
+
 def _csv_parse_only(path: Path, schema: Any) -> int:
     """pyarrow's CSV reader alone, as the producer configures it: the floor of the columnar path."""
     from producer.sources import open_source
@@ -168,8 +211,10 @@ def _notes(figures: dict[str, Any]) -> list[str]:
         f"{span('columnar_end_to_end_no_compression_records_per_s')} with frames sent uncompressed "
         f"({figures['columnar_end_to_end_no_compression_cpu_s']:.2f} CPU-s against "
         f"{figures['columnar_end_to_end_cpu_s']:.2f} with lz4); goal 1,000,000/s {'reached' if best >= 1e6 else 'MISSED'}",
-        f"columnar without Kafka (read + hash + frame encode): {span('columnar_no_kafka_records_per_s')}; it ran "
-        "first, so it is no upper bound of the end-to-end figures when the machine's load changed between runs",
+        f"columnar without Kafka (read + hash + frame encode): {span('columnar_no_kafka_records_per_s')}, "
+        f"{figures['columnar_no_kafka_cpu_s']:.2f} CPU-s; the columnar variants ran interleaved",
+        "CPU-s per run of each columnar stage alone: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in figures["stage_cpu_s"].items()),
         f"record API (Agent.send of dicts, frames acknowledged): {span('record_api_records_per_s')}; goal 200,000/s "
         f"{'reached' if r >= 2e5 else 'MISSED'}; {figures['record_api_first_sightings']:,} of the "
         f"{figures['record_api_records'] * 20:,} values are first sightings, hashed per frame in one numba "
@@ -180,8 +225,8 @@ def _notes(figures: dict[str, Any]) -> list[str]:
         f"pyarrow CSV parsing alone (the columnar path's floor): {span('csv_parse_only_records_per_s')}, "
         f"{figures['csv_parse_only_cpu_s']:.2f} CPU-s per {figures['rows']:,} rows",
         f"CPU seconds of this process per columnar end-to-end run: {figures['columnar_end_to_end_cpu_s']:.2f} s for "
-        f"{figures['rows']:,} rows (the broker's CPU comes on top); the profiles list pyarrow's CSV reader first, "
-        "then the numba BLAKE2b kernel",
+        f"{figures['rows']:,} rows (the broker's CPU comes on top); cProfile sees the main thread only: the "
+        "CSV reader runs on its own thread and half of the value-table probes on a second one",
     ]
 
 
@@ -198,22 +243,22 @@ def run(quick: bool = False) -> dict:
                                "input_bytes": path.stat().st_size}
     notes: list[str] = []
 
-    t = timed(lambda: _csv_parse_only(path, schema), repeats)
-    figures["csv_parse_only_records_per_s"] = rate(n, t)
-    figures["csv_parse_only_cpu_s"] = t["cpu_median"]
-    t = timed(lambda: _columnar_run(path, schema, key, bootstrap, use_threads=False, kafka=False), repeats)
-    figures["columnar_no_kafka_records_per_s"] = rate(n, t)
-    figures["columnar_no_kafka_cpu_s"] = t["cpu_median"]
-    for threads in (False, True):
-        t = timed(lambda: _columnar_run(path, schema, key, bootstrap, use_threads=threads), repeats)
-        rep = t["result"]
-        assert rep.records_acked == n and rep.delivery_errors == 0, rep
-        figures[f"columnar_end_to_end{'_threads' if threads else ''}_records_per_s"] = rate(n, t)
-        figures[f"columnar_end_to_end{'_threads' if threads else ''}_cpu_s"] = t["cpu_median"]
-    t = timed(lambda: _columnar_run(path, schema, key, bootstrap, use_threads=False, compression="none"), repeats)
-    assert t["result"].records_acked == n and t["result"].delivery_errors == 0, t["result"]
-    figures["columnar_end_to_end_no_compression_records_per_s"] = rate(n, t)
-    figures["columnar_end_to_end_no_compression_cpu_s"] = t["cpu_median"]
+    runs = _interleaved({
+        "csv_parse_only": lambda: _csv_parse_only(path, schema),
+        "columnar_no_kafka": lambda: _columnar_run(path, schema, key, bootstrap, use_threads=False, kafka=False),
+        "columnar_end_to_end": lambda: _columnar_run(path, schema, key, bootstrap, use_threads=False),
+        "columnar_end_to_end_threads": lambda: _columnar_run(path, schema, key, bootstrap, use_threads=True),
+        "columnar_end_to_end_no_compression": lambda: _columnar_run(path, schema, key, bootstrap,
+                                                                    use_threads=False, compression="none"),
+    }, repeats)
+    for name, t in runs.items():
+        if name.startswith("columnar_end_to_end"):
+            assert t["result"].records_acked == n and t["result"].delivery_errors == 0, t["result"]
+        figures[f"{name}_records_per_s"] = rate(n, t)
+        figures[f"{name}_cpu_s"] = t["cpu_median"]
+    stages = [_stage_cpu(path, schema, key) for _ in range(repeats)]
+    figures["stage_cpu_s"] = {"csv_parse": figures["csv_parse_only_cpu_s"],
+                              **{k: statistics.median(s[k] for s in stages) for k in stages[0]}}
     figures["columnar_goal_1M_per_s_reached"] = max(
         figures["columnar_end_to_end_records_per_s"]["median"],
         figures["columnar_end_to_end_threads_records_per_s"]["median"],

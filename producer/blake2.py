@@ -38,7 +38,7 @@ _R32, _R24, _R16, _R63 = np.uint64(32), np.uint64(24), np.uint64(16), np.uint64(
 _L32, _L40, _L48, _L1 = np.uint64(32), np.uint64(40), np.uint64(48), np.uint64(1)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def _g(a: np.uint64, b: np.uint64, c: np.uint64, d: np.uint64, x: np.uint64, y: np.uint64
        ) -> tuple[np.uint64, np.uint64, np.uint64, np.uint64]:
     a = a + b + x
@@ -56,7 +56,7 @@ def _g(a: np.uint64, b: np.uint64, c: np.uint64, d: np.uint64, x: np.uint64, y: 
     return a, b, c, d
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _compress(h: np.ndarray, m: np.ndarray, t: np.uint64, last: bool, iv: np.ndarray, sigma: np.ndarray) -> None:
     """One BLAKE2b compression of block ``m`` (16 little-endian u64) into ``h``; the working vector
     lives in 16 locals so the compiler keeps it in registers."""
@@ -85,42 +85,53 @@ def _compress(h: np.ndarray, m: np.ndarray, t: np.uint64, last: bool, iv: np.nda
     h[7] ^= v7 ^ v15
 
 
-@numba.njit(cache=True)
-def _hash_values(state: np.ndarray, prefix: np.ndarray, data: np.ndarray, offsets: np.ndarray,
-                 iv: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """Digest (first 8 bytes, little-endian) of ``prefix + data[offsets[i]:offsets[i+1]]`` for each i."""
+@numba.njit(cache=True, nogil=True)
+def digest_one(state: np.ndarray, prefix: np.ndarray, data: np.ndarray, start: int, stop: int,
+               h: np.ndarray, block: np.ndarray) -> np.uint64:
+    """Digest (first 8 bytes, little-endian) of ``prefix + data[start:stop]`` from the keyed
+    ``state``; ``h`` (8 u64) and ``block`` (128 u8) are the caller's scratch, so a loop allocates
+    nothing per message."""
+    m = block.view(np.uint64)
+    for k in range(8):
+        h[k] = state[k]
+    plen = prefix.shape[0]
+    total = plen + (stop - start)
+    t = np.uint64(128)  # the key block is already in ``state``
+    if total <= 128:  # the common case: one block, filled by slices instead of byte by byte
+        for k in range(16):
+            m[k] = 0
+        block[:plen] = prefix
+        block[plen:total] = data[start:stop]
+        _compress(h, m, t + np.uint64(total), True, _IV, _SIGMA)
+        return h[0]
+    fill = 0
+    pos = 0
+    while True:
+        while fill < 128 and pos < total:  # fill the block from prefix, then the value
+            block[fill] = prefix[pos] if pos < plen else data[start + pos - plen]
+            fill += 1
+            pos += 1
+        last = pos == total  # else the block is full and more data follows
+        if last:
+            for k in range(fill, 128):
+                block[k] = 0
+        t = t + np.uint64(fill)
+        _compress(h, m, t, last, _IV, _SIGMA)
+        if last:
+            break
+        fill = 0
+    return h[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def _hash_values(state: np.ndarray, prefix: np.ndarray, data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Digest of ``prefix + data[offsets[i]:offsets[i+1]]`` for each i."""
     n = offsets.shape[0] - 1
     out = np.empty(n, dtype=np.uint64)
     h = np.empty(8, dtype=np.uint64)
     block = np.zeros(128, dtype=np.uint8)
-    m = block.view(np.uint64)
-    plen = prefix.shape[0]
     for i in range(n):
-        for k in range(8):
-            h[k] = state[k]
-        start, stop = offsets[i], offsets[i + 1]
-        total = plen + (stop - start)
-        t = np.uint64(128)  # the key block is already in ``state``
-        fill = 0
-        pos = 0
-        while True:
-            # fill the block from prefix, then the value
-            while fill < 128 and pos < total:
-                block[fill] = prefix[pos] if pos < plen else data[start + pos - plen]
-                fill += 1
-                pos += 1
-            if pos == total:
-                for k in range(fill, 128):
-                    block[k] = 0
-                t += np.uint64(fill)
-                _compress(h, m, t, True, iv, sigma)
-                break
-            if fill == 128:
-                # more data follows: this block is not the last one
-                t += np.uint64(128)
-                _compress(h, m, t, False, iv, sigma)
-                fill = 0
-        out[i] = h[0]
+        out[i] = digest_one(state, prefix, data, offsets[i], offsets[i + 1], h, block)
     return out
 
 
@@ -143,10 +154,15 @@ class KeyedBlake2:
                 struct.unpack("<Q", self._check)[0]:
             raise RuntimeError("numba BLAKE2b disagrees with hashlib")  # never expected: a guard
 
+    @property
+    def state(self) -> np.ndarray:
+        """The keyed prefix state (parameter and key blocks compressed), for other kernels."""
+        return self._state
+
     def digests(self, field: bytes, data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """Digests of ``field + 0x1F + value`` for the values in an Arrow-style (data, offsets) buffer."""
         prefix = np.frombuffer(field + b"\x1f", dtype=np.uint8)
-        return _hash_values(self._state, prefix, data, offsets.astype(np.int64, copy=False), _IV, _SIGMA)
+        return _hash_values(self._state, prefix, data, offsets.astype(np.int64, copy=False))
 
     def digest_strings(self, field: bytes, values: pa.Array) -> np.ndarray:
         """Digests of ``field + 0x1F + value`` for each value of an Arrow string array (no nulls):

@@ -1,12 +1,16 @@
 """The columnar half of :class:`producer.hashing.Hasher`: a column batch to CSR rows in numpy.
 
-Each column batch is dictionary-encoded once, each distinct value resolved once (cached across
-batches, or hashed whole by the numba kernel when the dictionary is large), and rows become
-``table[codes]``. Kept apart from the record path so each module stays readable; the mixin uses
-the hasher's ``schema``, ``rules``, ``cache``, ``mask``, ``rare`` and per-field entry caches.
+Common case (a categorical column of plain strings, keyed BLAKE2b, no values, crosses or rare
+suppression): each column is probed in its field's :class:`producer.valuetable.ValueTable`, which
+writes indices straight into the row-major ``[n, fields]`` array; the columns are dealt over two
+threads. Otherwise (numeric rules, values, crosses, rare suppression, nulls, mmh3) a column batch is
+dictionary-encoded once, each distinct value resolved once, and rows become ``table[codes]``. The
+mixin uses the hasher's ``schema``, ``rules``, ``cache``, ``mask``, ``rare`` and per-field caches.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
@@ -20,7 +24,9 @@ from shared.errors import RecordError
 from producer.rare import RARE_TOKEN, RareSuppressor
 from producer.rules import KERNEL_MIN_VALUES, WHITESPACE, ColumnRule, DigestCache, LabelRule, Outcome
 from producer.schema import CROSS_VALUE_JOIN, Schema
+from producer.valuetable import ABSENT, ValueTable
 
+PARALLEL_MIN_ROWS = 8192  # a column batch this long is probed on two threads
 VECTOR_MIN_ENTRIES = 2048  # a categorical dictionary this large is hashed whole by the numba kernel
 _MISS, _CODE_ABSENT, _CODE_BAD = -3, -1, -2  # fast-path entry codes besides indices >= 0
 
@@ -47,6 +53,11 @@ class EncodedBatch:
         return self.offsets[start:stop + 1] - np.uint32(a), self.indices[a:b], vals
 
 
+def _lookup_all(probes: list[tuple[ValueTable, pa.Array, int]], idx: np.ndarray, present: np.ndarray) -> None:
+    for table, column, j in probes:
+        table.lookup(column, idx[:, j], present[:, j])
+
+
 class ColumnarPath:
     """``Hasher.batch`` and its helpers (a mixin: :class:`producer.hashing.Hasher` owns the state)."""
 
@@ -61,6 +72,8 @@ class ColumnarPath:
     _imask: int
     _entry_cache: dict[str, dict[str, int]]
     _max_dictionary: dict[str, int]
+    _tables: dict[str, ValueTable]
+    _executor: ThreadPoolExecutor | None
     _missing_array: pa.Array
 
     def _entries(self, name: str, arr: pa.Array) -> tuple[np.ndarray, list[Outcome]]:
@@ -130,6 +143,37 @@ class ColumnarPath:
         codes = idx.to_numpy(zero_copy_only=False)
         return codes, np.maximum(resolved, 0).astype(np.uint32), resolved >= 0, resolved == _CODE_BAD
 
+    def _table(self, name: str, arr: pa.Array) -> ValueTable | None:
+        """The field's value table, when this column can be probed in it: a categorical column of
+        plain strings without nulls (every CSV column), under a keyed BLAKE2b key."""
+        rule = self.rules[name]
+        if rule.numeric or arr.null_count or not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+            return None
+        table = self._tables.get(name)
+        if table is None:
+            kernel = self.cache.kernel()
+            if kernel is None:
+                return None
+            miss = rule.outcome(None)
+            code = ABSENT if miss.text is None else self.cache.digest(name, miss.text) & self._imask
+            missing = {m.encode("utf-8"): code for m in rule.missing_values}
+            table = self._tables[name] = ValueTable(kernel, name, self.schema.bits, self.cache.limit, missing)
+        return table
+
+    def _probe_tables(self, probes: list[tuple[ValueTable, pa.Array, int]], idx: np.ndarray,
+                      present: np.ndarray) -> None:
+        """Probe each column in its table, the columns dealt over two threads (largest tables first,
+        alternately): each table is touched by one thread only, and the kernel releases the GIL."""
+        if len(probes) < 2 or idx.shape[0] < PARALLEL_MIN_ROWS or (os.cpu_count() or 1) < 2:
+            _lookup_all(probes, idx, present)
+            return
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash-probe")
+        probes = sorted(probes, key=lambda p: p[0].size, reverse=True)
+        other = self._executor.submit(_lookup_all, probes[1::2], idx, present)
+        _lookup_all(probes[0::2], idx, present)
+        other.result()
+
     def _entry_code(self, name: str, rule: ColumnRule, raw: Any) -> int:
         out = rule.outcome(raw)
         if out.error is not None:
@@ -186,11 +230,16 @@ class ColumnarPath:
             labels = lab.astype(np.uint8)
         kept_texts: dict[str, tuple[np.ndarray, list[Outcome]]] = {}
         crossed = {f for pair in self.schema.crosses for f in pair}
+        probes: list[tuple[ValueTable, pa.Array, int]] = []
         for j, name in enumerate(self.rules):
             if name not in names:
                 raise RecordError(f"input has no column {name}", "missing_column")
             column = batch.column(names.index(name))
             if not self.needs_values and name not in crossed and not self.rare.enabled:
+                table = self._table(name, column)
+                if table is not None:
+                    probes.append((table, column, j))
+                    continue
                 codes, e_idx, e_present, e_bad = self._fast_entries(name, column)
                 e_val = None
             else:
@@ -208,6 +257,7 @@ class ColumnarPath:
                 rbad = e_bad[codes]
                 reasons.append((rbad, name, "bad_number"))
                 bad |= rbad
+        self._probe_tables(probes, idx, present)
         for c, ((a, b), field) in enumerate(zip(self.schema.crosses, self.cross_fields)):
             j = len(self.rules) + c
             ca, oa = kept_texts[a]

@@ -64,6 +64,8 @@ class Hasher(ColumnarPath):
         self._label_cache: dict[str, int] = {}
         self._entry_cache: dict[str, dict[str, int]] = {}
         self._max_dictionary: dict[str, int] = {}
+        self._tables: dict[str, Any] = {}  # field -> producer.valuetable.ValueTable (columnar path)
+        self._executor = None  # the columnar path's second probing thread, started on first use
         self._missing_array = pa.array(sorted(schema.missing_values), type=pa.string())
 
     # ---- record at a time -------------------------------------------------------------------
@@ -255,6 +257,7 @@ class Hasher(ColumnarPath):
         """Distinct values seen per field (an estimate: caches are bounded and emptied when full)."""
         out = dict(self._max_dictionary)
         for cache in (self.cache.distinct(), {f: len(c) for f, c in self._entry_cache.items()},
+                      {f: len(t) for f, t in self._tables.items()},
                       {f: len(c) for f, c in self._fast_by_name.items()}):
             for f, n in cache.items():
                 out[f] = max(out.get(f, 0), n)

@@ -45,6 +45,10 @@ class FramePublisher:
         self.topic, self.metrics = topic, metrics
         self.producer = producer or Producer(config)
         self.stats = Deliveries()
+        # the labelled children once, not a label lookup per metric per frame
+        self._frames_out, self._records_out, self._bytes_out = (
+            m.labels(topic) for m in (metrics.frames_out, metrics.records_out, metrics.bytes_out))
+        self._records_acked = metrics.records_acked.labels(topic)
         self._next = 0
         self.partitions: list[int] = []
         # "key": every frame of this run carries one random key, so the run stays in order on one
@@ -74,7 +78,7 @@ class FramePublisher:
             if err is None:
                 self.stats.frames_acked += 1
                 self.stats.records_acked += n_records
-                self.metrics.records_acked.labels(self.topic).inc(n_records)
+                self._records_acked.inc(n_records)
             else:
                 self.stats.frames_failed += 1
                 self.stats.records_failed += n_records
@@ -103,9 +107,9 @@ class FramePublisher:
         self.stats.frames_sent += 1
         self.stats.records_sent += n_records
         self.stats.bytes_sent += len(payload)
-        self.metrics.frames_out.labels(self.topic).inc()
-        self.metrics.records_out.labels(self.topic).inc(n_records)
-        self.metrics.bytes_out.labels(self.topic).inc(len(payload))
+        self._frames_out.inc()
+        self._records_out.inc(n_records)
+        self._bytes_out.inc(len(payload))
 
     def flush(self, timeout: float = 60.0) -> int:
         """Wait for every frame's outcome; returns how many are still without one."""

@@ -82,11 +82,13 @@ class ProducerService:
         if self.settings.strict:
             raise RecordError(f"line {line}: {reason}" + (f" ({column})" if column else ""), reason)
 
-    def _new_rejects(self) -> list[tuple[int, str, str]]:
-        """Rows the reader refused since last asked: (line, detail, reason)."""
+    def _new_rejects(self, upto: int | None = None) -> list[tuple[int, str, str]]:
+        """Rows the reader refused since last asked, up to reject ``upto`` (a prefetching source
+        may already have read further): (line, detail, reason)."""
         rows = self.source.rejects.rows
-        out = [(line, detail, reason) for line, reason, detail in rows[self._rejects_seen:]]
-        self._rejects_seen = len(rows)
+        end = len(rows) if upto is None else upto
+        out = [(line, detail, reason) for line, reason, detail in rows[self._rejects_seen:end]]
+        self._rejects_seen = max(self._rejects_seen, end)
         return out
 
     def _encode(self, chunk: Chunk) -> tuple[EncodedBatch, list[tuple[int, str, str]]]:
@@ -100,7 +102,7 @@ class ProducerService:
         self.metrics.hash_seconds.observe(dt)
         if dt > 0:
             self.metrics.hash_rate.set(chunk.num_rows / dt)
-        bad = self._new_rejects()
+        bad = self._new_rejects(chunk.rejects_seen)
         for pos, column, reason in enc.bad:
             bad.append((self._line(chunk, pos), f"column {column}" if column else "", reason))
         bad.sort()

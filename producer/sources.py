@@ -1,15 +1,19 @@
 """Input sources: CSV and Parquet in column batches (pyarrow), JSON lines record by record.
 
 A source yields :class:`Chunk` objects and counts the rows its reader had to reject (wrong
-column count, unparseable JSON) with their line numbers. Line numbers of CSV rows are exact
+column count, unparseable JSON) with their line numbers. The CSV source parses on its own thread,
+one block ahead, so parsing and hashing use both cores. Line numbers of CSV rows are exact
 unless the file has blank lines between records (pyarrow skips those silently).
 """
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import os
+import queue
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -22,9 +26,11 @@ from shared.errors import ConfigError, RecordError
 
 from producer.schema import Schema
 
-DEFAULT_BLOCK_BYTES = 16 << 20
-# columns are read as plain strings and dictionary-encoded per column by the hasher: pyarrow's CSV
-# reader spends about 3x the CPU when it builds the dictionaries itself (measured, docs/producer.md)
+# 4 MiB blocks: the reader thread runs one block ahead of the hasher, so a smaller block leaves less
+# of the file (the first block's parse, the last block's hashing) outside that overlap
+DEFAULT_BLOCK_BYTES = 4 << 20
+# columns are read as plain strings, which the hasher probes in its value tables straight from the
+# Arrow buffers; pyarrow's reader spends more CPU when it builds dictionaries itself (docs/producer.md)
 STRING = pa.string()
 
 
@@ -37,6 +43,7 @@ class Chunk:
     records: list[dict[str, Any]] | None = None
     record_lines: list[int] | None = None  # line number per record (record sources)
     bytes_read: int = 0  # of the input, for progress
+    rejects_seen: int | None = None  # reader rejects up to the end of this chunk (a prefetching source)
 
     @property
     def num_rows(self) -> int:
@@ -81,6 +88,43 @@ class CsvSource:
         return line + k
 
     def __iter__(self) -> Iterator[Chunk]:
+        """Chunks in order; the next block is parsed on a second thread while the caller works on
+        this one (pyarrow's parser and the hash kernel both release the GIL), one block ahead."""
+        ahead: queue.Queue[Chunk | BaseException | None] = queue.Queue(maxsize=1)
+        stop = threading.Event()
+
+        def offer(item: Chunk | BaseException | None) -> bool:
+            while not stop.is_set():
+                try:
+                    ahead.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    pass
+            return False
+
+        def produce() -> None:
+            try:
+                with contextlib.closing(self._read()) as chunks:
+                    for chunk in chunks:
+                        chunk.rejects_seen = len(self.rejects.rows)
+                        if not offer(chunk):
+                            return
+                offer(None)
+            except BaseException as exc:  # handed to the caller's thread, raised there
+                offer(exc)
+
+        thread = threading.Thread(target=produce, name="csv-reader", daemon=True)
+        thread.start()
+        try:
+            while (item := ahead.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
+    def _read(self) -> Iterator[Chunk]:
         read = pacsv.ReadOptions(use_threads=self.use_threads, block_size=self.block_bytes,
                                  skip_rows=self.skip_rows,
                                  column_names=list(self.schema.names) if self.schema.names else None,
