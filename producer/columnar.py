@@ -58,6 +58,14 @@ def _lookup_all(probes: list[tuple[ValueTable, pa.Array, int]], idx: np.ndarray,
         table.lookup(column, idx[:, j], present[:, j])
 
 
+def _arrow_text_matches(t: pa.DataType) -> bool:
+    """True if Arrow's cast to string writes every value of type ``t`` as ``rules.as_text`` does, so
+    the vectorised hashing gives the record path's indices. Floats do not qualify (Arrow writes
+    1.0 as "1" and NaN as "nan"; Python "1.0" and missing), nor do dates, decimals or binary."""
+    return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)
+            or pa.types.is_boolean(t))
+
+
 class ColumnarPath:
     """``Hasher.batch`` and its helpers (a mixin: :class:`producer.hashing.Hasher` owns the state)."""
 
@@ -117,7 +125,8 @@ class ColumnarPath:
             arr = pc.dictionary_encode(arr)
         rule = self.rules[name]
         n_entries = len(arr.dictionary)
-        if not rule.numeric and n_entries >= VECTOR_MIN_ENTRIES and self.cache.kernel() is not None:
+        vector = not rule.numeric and _arrow_text_matches(arr.dictionary.type) and self.cache.kernel() is not None
+        if vector and n_entries >= VECTOR_MIN_ENTRIES:
             self._max_dictionary[name] = max(self._max_dictionary.get(name, 0), n_entries)
             resolved = self._kernel_entries(name, rule, arr.dictionary)
         else:
@@ -128,7 +137,7 @@ class ColumnarPath:
             resolved = np.fromiter(map(cache.get, entries, repeat(_MISS)), dtype=np.int64, count=n_entries)
             new = np.flatnonzero(resolved == _MISS)
             if len(new):
-                if not rule.numeric and len(new) >= KERNEL_MIN_VALUES and self.cache.kernel() is not None:
+                if vector and len(new) >= KERNEL_MIN_VALUES:
                     codes = self._kernel_entries(name, rule, arr.dictionary.take(pa.array(new)))
                 else:
                     codes = np.array([self._entry_code(name, rule, entries[e]) for e in new.tolist()], np.int64)

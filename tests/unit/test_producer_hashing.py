@@ -188,3 +188,48 @@ def test_parquet_and_jsonl_sources_give_the_csv_indices(adult_schema, tmp_path):
         encs = [hasher.batch(c.batch) if c.batch is not None else hasher.records(c.records) for c in source]
         np.testing.assert_array_equal(np.concatenate([e.indices for e in encs]), expected[2])
         np.testing.assert_array_equal(np.concatenate([e.labels for e in encs]), expected[0])
+
+
+TYPED_SCHEMA = """
+categorical = ["f", "i", "b", "s"]
+
+[hash]
+algorithm = "blake2b"
+bits = 20
+
+[label]
+column = "y"
+positive = ["1"]
+negative = ["0"]
+"""
+
+
+@pytest.mark.parametrize("knob", [None, "KERNEL_MIN_VALUES", "VECTOR_MIN_ENTRIES"])
+def test_typed_columns_hash_as_the_record_path_writes_them(tmp_path, monkeypatch, knob):
+    """Parquet columns need not be strings: a float 1.0 is "1.0" on the record path, and Arrow's
+    own cast (which writes "1") must not be what the vectorised path hashes."""
+    import pyarrow as pa
+
+    import producer.columnar as columnar
+    import producer.rules as rules
+
+    if knob is not None:
+        monkeypatch.setattr(columnar, knob, 1)
+        monkeypatch.setattr(rules, "KERNEL_MIN_VALUES", 1)
+    (tmp_path / "s.toml").write_text(TYPED_SCHEMA)
+    schema = load_schema(tmp_path / "s.toml")
+    rng = np.random.default_rng(3)
+    n = 3000
+    floats = rng.integers(0, 2500, n).astype(np.float64)  # whole numbers: where the casts differ
+    floats[::7] = np.nan
+    batch = pa.RecordBatch.from_pydict({
+        "f": pa.array(floats), "i": pa.array(rng.integers(-5000, 5000, n)),
+        "b": pa.array(rng.random(n) < 0.5), "s": pa.array([f" v{k} " for k in rng.integers(0, 3000, n)]),
+        "y": pa.array(rng.integers(0, 2, n)),
+    })
+    col = make_hasher(schema, KEY).batch(batch)
+    rec = make_hasher(schema, KEY).records(batch.to_pylist())
+    assert col.n == rec.n == n
+    np.testing.assert_array_equal(col.offsets, rec.offsets)
+    np.testing.assert_array_equal(col.indices, rec.indices)
+    np.testing.assert_array_equal(col.labels, rec.labels)
