@@ -153,8 +153,10 @@ class _Replies(threading.Thread):
 
     def __init__(self, kafka: KafkaSettings, n: int) -> None:
         super().__init__(daemon=True)
+        # fetch.min.bytes=1: the broker answers at the first reply, the wait only bounds an empty
+        # fetch (an idle consumer at 2 ms cost the broker ~30% of a core in empty fetches, docs/scorer.md)
         self.c = make_consumer(kafka, f"lat-{uuid.uuid4().hex}", **{
-            "fetch.wait.max.ms": 1, "fetch.min.bytes": 1, "fetch.queue.backoff.ms": 1,
+            "fetch.wait.max.ms": 100, "fetch.min.bytes": 1, "fetch.queue.backoff.ms": 1,
             "socket.nagle.disable": True, "auto.offset.reset": "latest"})
         self.c.subscribe([kafka.topics.predictions])
         self.arrived = np.full(n, np.nan)

@@ -1,6 +1,9 @@
 """Prometheus metrics of the scorer, declared once against a registry tests can replace."""
 from __future__ import annotations
 
+from typing import Sequence
+
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _FAST = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -37,3 +40,27 @@ class ScorerMetrics:
         self.delivery_errors = Counter("hb_scorer_delivery_errors",
                                        "Replies and dead letters the broker did not take", registry=r)
         self.commits = Counter("hb_scorer_commits", "Offset commits after a reply flush", registry=r)
+
+
+def observe_many(hist: Histogram, values: Sequence[float]) -> None:
+    """``hist.observe(v)`` for every value, counted per bucket in one pass.
+
+    At 10,000 single-record requests/s one ``observe`` per request was the loop's largest Python
+    cost after ``produce``. This fills the same bucket counters and sum through the histogram's
+    own fields (stable across prometheus_client releases); without them it observes one by one.
+    """
+    if not values:
+        return
+    bounds = getattr(hist, "_upper_bounds", None)
+    buckets = getattr(hist, "_buckets", None)
+    total = getattr(hist, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for v in values:
+            hist.observe(v)
+        return
+    arr = np.asarray(values, np.float64)
+    # observe() counts a value in the first bucket whose bound is >= it; the last bound is +Inf
+    counts = np.bincount(np.searchsorted(bounds, arr, side="left"), minlength=len(bounds))
+    for i in np.flatnonzero(counts).tolist():
+        buckets[i].inc(int(counts[i]))
+    total.inc(float(arr.sum()))

@@ -11,24 +11,31 @@ Mode = Literal["latency", "throughput"]
 
 # Per mode: (most messages per batch, longest wait for a first message s, reply producer linger ms,
 # commit interval s). The loop never waits for a batch to fill: it takes what the fetch queue
-# holds and waits only while that is empty (``ScorerService._next_batch``).
+# holds and waits only while that is empty (``ScorerService._next_batch``); that wait returns at
+# the first message, so its length only bounds how late the periodic chores run.
 MODE_DEFAULTS: dict[str, tuple[int, float, float, float]] = {
-    "latency": (64, 0.002, 0.0, 0.5),
+    "latency": (64, 0.1, 0.0, 0.5),
     "throughput": (16, 0.05, 5.0, 2.0),  # frames are large (16k-64k records, up to MiBs each)
 }
 
-# librdkafka settings per mode. Latency: fetch responses as soon as one byte is there, replies
-# sent at once, uncompressed (a one-record reply is ~60 bytes), Nagle's algorithm off (small
-# requests would otherwise wait for the peer's delayed ACK). Throughput: fetches of several
-# MiB, a deep prefetch queue so the broker's next frames arrive while the kernel runs, replies
-# batched, uncompressed (probabilities and random request ids do not compress; lz4 cost CPU for
-# nothing, measured in docs/scorer.md).
+# librdkafka settings per mode. Latency: fetch responses as soon as one byte is there (the broker
+# answers a waiting fetch at the append that satisfies fetch.min.bytes, so fetch.wait.max.ms only
+# bounds an idle fetch; at 2 ms an idle scorer cost the broker ~30% of a core in empty fetches,
+# CPU that the request path lacked on a busy machine), replies sent at once, uncompressed (a
+# one-record reply is ~60 bytes), Nagle's algorithm off (small requests would otherwise wait for
+# the peer's delayed ACK). Throughput: fetches of several MiB, a deep prefetch queue so the
+# broker's next frames arrive while the kernel runs, replies batched, uncompressed (probabilities
+# and random request ids do not compress; lz4 cost CPU for nothing, measured in docs/scorer.md).
 _CONSUMER_MODE: dict[str, dict[str, Any]] = {
-    "latency": {"fetch.wait.max.ms": 2, "fetch.min.bytes": 1, "fetch.queue.backoff.ms": 1,
+    "latency": {"fetch.wait.max.ms": 100, "fetch.min.bytes": 1, "fetch.queue.backoff.ms": 1,
                 "socket.nagle.disable": True},
     "throughput": {"fetch.wait.max.ms": 50, "fetch.min.bytes": 1 << 20,
                    "queued.max.messages.kbytes": 256 * 1024, "queued.min.messages": 1000},
 }
+# Freed memory the process keeps for reuse (``scorer.heap``), per mode: bulk frames are MiBs each and
+# re-faulting their buffers cost ~30% of the serving thread; single-record requests never notice.
+HEAP_KEEP_BYTES: dict[str, int] = {"latency": 0, "throughput": 256 * 1024 * 1024}
+
 _PRODUCER_MODE: dict[str, dict[str, Any]] = {
     "latency": {"batch.num.messages": 64, "compression.type": "none", "socket.nagle.disable": True},
     "throughput": {"batch.num.messages": 10000, "batch.size": 16 * 1024 * 1024,

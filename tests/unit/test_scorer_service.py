@@ -5,11 +5,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pytest
 
 from scorer.metrics import ScorerMetrics
 from scorer.service import ScorerService
 from scorer.settings import ScorerSettings
 from shared.deadletter import REASON, headers_dict
+from shared.errors import KafkaError
 from shared.frames import Kind, decode, encode_score
 from shared.hashspec import Algorithm, SpecId, key_id
 from shared.models import ModelSnapshot
@@ -54,16 +56,26 @@ class FakeConsumer:
 
 @dataclass
 class FakeProducer:
+    """Acknowledges what was produced at the next ``poll`` (or ``flush``), unless ``hold`` is set."""
     log: list[Any]
-    queued: int = 0
+    hold: bool = False
+    queued: list[Any] = field(default_factory=list)
     def produce(self, topic: str, key: bytes | None = None, value: bytes | None = None,
-                headers: Any = None) -> None:
+                headers: Any = None, on_delivery: Any = None) -> None:
         self.log.append(("produce", topic, key, value, headers))
-        self.queued += 1
-    def poll(self, t: float) -> int: return 0
+        self.queued.append(on_delivery)
+    def _ack(self) -> int:
+        n = len(self.queued)
+        for cb in self.queued:
+            if cb is not None:
+                cb(None, None)
+        self.queued = []
+        return n
+    def poll(self, t: float) -> int:
+        return 0 if self.hold else self._ack()
+    def __len__(self) -> int: return len(self.queued)
     def flush(self, t: float = 0) -> int:
-        self.log.append(("flush", self.queued))
-        self.queued = 0
+        self.log.append(("flush", self._ack()))
         return 0
 
 
@@ -87,7 +99,7 @@ def service(batches: list[list[Msg]], models: list[Any], log: list[Any]) -> Scor
                          producer=FakeProducer(log), watcher=FakeWatcher(models))
 
 
-def test_replies_then_flush_then_commit_and_swap_between_batches() -> None:
+def test_replies_then_commit_after_acks_and_swap_between_batches() -> None:
     log: list[Any] = []
     batches = [[Msg(request([1, 2]), 0), Msg(request([3]), 1)], [Msg(request([4]), 2)]]
     svc = service(batches, [model(1), model(2)], log)
@@ -96,9 +108,65 @@ def test_replies_then_flush_then_commit_and_swap_between_batches() -> None:
     replies = [decode(e[3]) for e in log if e[0] == "produce"]
     assert [f.kind for f in replies] == [Kind.PREDICTION] * 3
     assert [f.model_version for f in replies] == [1, 1, 2]
-    first_commit = next(i for i, e in enumerate(log) if e[0] == "commit")
-    assert log[first_commit - 1][0] == "flush" and log[first_commit] == ("commit", [(0, 2)])
+    commits = [e for e in log if e[0] == "commit"]
+    assert commits[0] == ("commit", [(0, 2)])  # the first batch, once both its replies were acked
+    assert commits[-1] == ("commit", [(0, 3)])
     assert svc.metrics.model_version._value.get() == 2
+
+
+def test_interval_commit_waits_for_acks_without_flushing() -> None:
+    """Replies not yet acknowledged keep their offsets uncommitted; the interval never flushes."""
+    log: list[Any] = []
+    svc = service([], [model(1)], log)
+    with svc:
+        svc._check_model(0)
+        svc._producer.hold = True
+        svc._serve_batch([Msg(request([1]), 0)])
+        svc._commit(wait=False)
+        assert not [e for e in log if e[0] in ("commit", "flush")]
+        svc._producer.hold = False
+        svc._commit(wait=False)  # its poll runs the delivery callback
+        assert [e for e in log if e[0] == "commit"] == [("commit", [(0, 1)])]
+        svc._producer.hold = True
+        svc._serve_batch([Msg(request([2]), 1)])
+        svc._commit()  # a clean stop or a revoke: flush, then commit
+        assert not [e for e in log if e[0] == "flush"][:-1] and log[-1] == ("commit", [(0, 2)])
+        assert log[-2][0] == "flush"
+
+
+def test_later_batch_acked_first_waits_for_the_earlier_one() -> None:
+    log: list[Any] = []
+    svc = service([], [model(1)], log)
+    with svc:
+        svc._check_model(0)
+        svc._producer.hold = True
+        svc._serve_batch([Msg(request([1]), 0)])
+        first = svc._producer.queued
+        svc._producer.queued = []
+        svc._serve_batch([Msg(request([2]), 1)])
+        svc._producer.poll = lambda t: 0  # type: ignore[method-assign]
+        svc._producer._ack()  # only the second batch's reply is acknowledged
+        svc._commit(wait=False)
+        assert not [e for e in log if e[0] == "commit"]
+        first[0](None, None)
+        svc._commit(wait=False)
+        assert [e for e in log if e[0] == "commit"] == [("commit", [(0, 2)])]
+
+
+def test_a_delivery_error_leaves_offsets_uncommitted() -> None:
+    log: list[Any] = []
+    svc = service([], [model(1)], log)
+    with svc:
+        svc._check_model(0)
+        svc._producer.hold = True
+        svc._serve_batch([Msg(request([1]), 0)])
+        svc._producer.queued[0]("broker said no", None)
+        svc._producer.queued = []
+        with pytest.raises(KafkaError):
+            svc._commit(wait=False)
+        svc._producer.flush = lambda t=0: 0  # type: ignore[method-assign]
+        svc._stack = None  # the failed loop does not commit on close
+    assert not [e for e in log if e[0] == "commit"]
 
 
 def test_foreign_and_garbage_get_error_reply_and_dead_letter() -> None:
