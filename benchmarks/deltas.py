@@ -29,7 +29,7 @@ from shared.clients import ensure_topics, make_admin
 from shared.hashspec import Algorithm, SpecId, mmh3_key_id
 from shared.settings import KafkaSettings
 from trainer.deltas import Ledger, decode_delta
-from trainer.launch import load_latest, produce_synthetic, start_trainer, wait_for
+from trainer.launch import load_latest, produce_synthetic, start_trainer, synthetic_frames, wait_for
 
 BITS, FEATURES, PER_FRAME, PARTITIONS, SYNC_SECONDS = 20, 20, 5000, 6, 1.0
 SPEC = SpecId(Algorithm.MMH3_PUBLIC, BITS, False, mmh3_key_id(0))
@@ -101,6 +101,7 @@ def run_instances(k: int, n: int) -> dict[str, Any]:
                     p.wait(120)
                 except Exception:  # noqa: BLE001
                     os.killpg(p.pid, signal.SIGKILL)
+        holdout = merged_auc(load_latest(f"{root}/ck0"))  # instance 0's final cut
     log = read_log(ks)
     make_admin(ks).delete_topics([ks.topics.train, ks.topics.dlq, ks.topics.deltas])
     work = [(t, b, d, ok) for t, b, d, ok in log if d.records]
@@ -111,11 +112,26 @@ def run_instances(k: int, n: int) -> dict[str, Any]:
     return {"instances": k, "records": n, "seconds": t1 - t0, "rate": n / (t1 - t0),
             "deltas": len(log), "deltas_with_records": len(work), "rejected": sum(not ok for *_, ok in work),
             "rollbacks": rollbacks, "delta_bytes": nbytes, "delta_bytes_per_record": nbytes / n,
+            # deltas with records alone (steady state), and the exact residual flushes of idle instances
+            "delta_bytes_per_record_learning": sum(b for _, b, _, _ in work) / n,
+            "idle_flush_bytes": sum(b for _, b, d, _ in log if not d.records and d.index.size),
+            "bytes_per_coordinate_median": statistics.median([b / max(1, d.index.size) for _, b, d in acc]),
             "coords_per_delta_median": statistics.median([d.index.size for _, _, d in acc]),
             "records_per_delta_median": statistics.median([d.records for _, _, d in acc]),
             "bytes_per_delta_median": statistics.median([b for _, b, _ in acc]),
             "staleness_mean_seconds": stale_sum / stale_cnt if stale_cnt else None,
+            "merged_auc": holdout,
             "deltas_applied": stale_cnt}
+
+
+def merged_auc(snapshot: Any, n: int = 50_000) -> float:
+    """Holdout AUC of an instance's accepted cut, on records from the same true model."""
+    from benchmarks.datagen import auc
+    from shared.frames import decode
+
+    f = decode(next(iter(synthetic_frames(SPEC, n, per_frame=n, features=FEATURES, seed=99))))
+    w = snapshot.state[:, 0].astype(np.float64)
+    return float(auc(f.labels, w[f.indices].reshape(-1, FEATURES).sum(1) + snapshot.bias[0]))
 
 
 def apply_cost(coords: int = 200_000, repeats: int = 5) -> float:
@@ -141,7 +157,7 @@ def run(quick: bool = False) -> dict:
     figures["apply_seconds_per_coordinate"] = apply_cost()
     r = {f["instances"]: f for f in figures["by_instances"]}
     notes = [f"{k} instance(s) on this 2-core machine: {f['rate'] / 1e3:.0f} k records/s, "
-             f"{f['delta_bytes_per_record']:.2f} delta bytes/record, staleness "
+             f"{f['delta_bytes_per_record']:.2f} delta bytes/record, merged AUC {f['merged_auc']:.4f}, staleness "
              f"{(f['staleness_mean_seconds'] or 0):.2f} s, {f['rejected']} rejected deltas"
              for k, f in r.items()]
     notes.append("instances share 2 cores here, so throughput cannot grow with instances on this "

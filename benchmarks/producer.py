@@ -21,7 +21,7 @@ from typing import Any
 import statistics
 import time
 
-from benchmarks.common import cpu_seconds, rate, timed, write_result
+from benchmarks.common import cpu_seconds, rate, write_result
 from benchmarks.datagen import field_names, synthetic_files
 
 N_ROWS = 1_000_000

@@ -7,22 +7,24 @@ it names; a model is handed out only when all of them are present and the checks
 which is what "never a half model" rests on. Old versions are pruned by tombstones, manifest
 first, so that compaction never leaves a manifest whose chunks are gone without the watcher
 being able to tell (it would just find chunks missing and skip that version).
+
+A trainer in ``--sync-deltas`` mode also publishes, before the manifest, its whole learning state
+(keys ``state/<version>/<i>``, opaque bytes named in the manifest's ``state``) and in the
+manifest's ``sync`` the ``hb.deltas`` position that state includes: a new instance starts from
+it (``trainer/base.py``, docs/scale-out.md). Scorers skip those chunks.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
 import queue
 import re
 import struct
-import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,7 +46,7 @@ DIGEST_SIZE = 32
 CHUNK_BYTES = 1024 * 1024
 _CHUNK_KEY = re.compile(rb"^chunk/(\d+)/(\d+)$")
 _MANIFEST_KEY = re.compile(rb"^manifest/(\d+)$")
-_MODEL_FILE = re.compile(r"^model-(\d+)\.hbm$")
+STATE_KEY = re.compile(rb"^state/(\d+)/(\d+)$")
 
 
 class ModelError(HashbridgeError):
@@ -127,8 +129,8 @@ class ModelPublisher:
         ensure_topics(settings, {self.topic: 1}, configs={self.topic: MODEL_TOPIC_CONFIG})
         self._producer = make_producer(settings, **{"linger.ms": 20})
         self._errors: list[str] = []
-        # versions already on the topic (from an earlier run): their chunk counts, for pruning
-        self._live: dict[int, int] = _scan_manifests(settings)
+        # versions already on the topic (from an earlier run): chunk and state chunk counts, for pruning
+        self._live: dict[int, tuple[int, int]] = scan_manifests(settings)
         self.last_version = max(self._live, default=0)
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:
@@ -148,8 +150,10 @@ class ModelPublisher:
             errs, self._errors = self._errors[:3] or ["flush timed out"], []
             raise KafkaError(f"model publish not acknowledged: {'; '.join(errs)}")
 
-    def publish(self, snapshot: ModelSnapshot) -> None:
-        """Chunks, then the manifest; returns once the broker acknowledged both, then prunes."""
+    def publish(self, snapshot: ModelSnapshot, state: bytes | None = None,
+                sync: dict[str, Any] | None = None) -> None:
+        """Chunks (and ``state``'s), then the manifest (with ``sync``); returns once the broker
+        acknowledged all, then prunes."""
         if snapshot.version <= self.last_version:
             raise ValueError(f"model version {snapshot.version} <= last published {self.last_version}")
         blob = encode_model(snapshot)
@@ -157,10 +161,19 @@ class ModelPublisher:
         v = snapshot.version
         for i in range(n_chunks):
             self._produce(b"chunk/%d/%d" % (v, i), blob[i * self.chunk_bytes:(i + 1) * self.chunk_bytes])
-        self._produce(b"manifest/%d" % v, json.dumps(_manifest(snapshot, blob, n_chunks)).encode())
+        manifest = _manifest(snapshot, blob, n_chunks)
+        n_state = 0
+        if state is not None:
+            n_state = max(1, -(-len(state) // self.chunk_bytes))
+            for i in range(n_state):
+                self._produce(b"state/%d/%d" % (v, i), state[i * self.chunk_bytes:(i + 1) * self.chunk_bytes])
+            manifest["state"] = {"n_chunks": n_state, "length": len(state),
+                                 "sha256": hashlib.sha256(state).hexdigest()}
+            manifest["sync"] = sync
+        self._produce(b"manifest/%d" % v, json.dumps(manifest).encode())
         self._flush()
         self.last_version = v
-        self._live[v] = n_chunks
+        self._live[v] = (n_chunks, n_state)
         log.info("published model version %d (%d bytes in %d chunks)", v, len(blob), n_chunks)
         self._prune()
 
@@ -168,8 +181,11 @@ class ModelPublisher:
         old = sorted(self._live)[:-self.keep]
         for v in old:
             self._produce(b"manifest/%d" % v, None)  # manifest first: a watcher then ignores the chunks
-            for i in range(self._live[v]):
+            n_chunks, n_state = self._live[v]
+            for i in range(n_chunks):
                 self._produce(b"chunk/%d/%d" % (v, i), None)
+            for i in range(n_state):
+                self._produce(b"state/%d/%d" % (v, i), None)
         if old:
             self._flush()
             for v in old:
@@ -203,35 +219,46 @@ def _watermarks(consumer: Any, tp: TopicPartition, timeout: float) -> tuple[int,
             time.sleep(0.2)  # leader election after topic creation; retried until the deadline
 
 
-def _scan_manifests(settings: KafkaSettings, timeout: float = 30.0) -> dict[int, int]:
-    """Live versions on the topic (manifest present, not tombstoned) -> chunk count."""
+def read_topic(settings: KafkaSettings, timeout: float, keep: Any) -> None:
+    """Read the models topic from its start to its current end, handing each record to ``keep``."""
     consumer = make_consumer(settings, f"hb-models-scan-{uuid.uuid4().hex}")
     try:
         lo, hi = _watermarks(consumer, TopicPartition(settings.topics.models, 0), timeout)
         if hi <= lo:
-            return {}
+            return
         consumer.assign([TopicPartition(settings.topics.models, 0, OFFSET_BEGINNING)])
-        live: dict[int, int] = {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for msg in consumer.consume(500, 0.5):
                 if msg.error():
                     continue
-                m = _MANIFEST_KEY.match(msg.key() or b"")
-                if m:
-                    v = int(m.group(1))
-                    if msg.value() is None:
-                        live.pop(v, None)
-                    else:
-                        try:
-                            live[v] = int(_parse_manifest(msg.value())["n_chunks"])
-                        except ModelError:
-                            pass
+                keep(msg)
                 if msg.offset() >= hi - 1:
-                    return live
+                    return
         raise KafkaError(f"could not read the models topic to its end within {timeout:.0f}s")
     finally:
         consumer.close()
+
+
+def scan_manifests(settings: KafkaSettings, timeout: float = 30.0,
+                    full: dict[int, dict[str, Any]] | None = None) -> dict[int, tuple[int, int]]:
+    """Live versions on the topic (manifest present, not tombstoned) -> (chunks, state chunks);
+    ``full``, if given, receives their manifests."""
+    live: dict[int, dict[str, Any]] = {} if full is None else full
+
+    def keep(msg: Any) -> None:
+        if m := _MANIFEST_KEY.match(msg.key() or b""):
+            v = int(m.group(1))
+            if msg.value() is None:
+                live.pop(v, None)
+            else:
+                try:
+                    live[v] = _parse_manifest(msg.value())
+                except ModelError:
+                    pass
+
+    read_topic(settings, timeout, keep)
+    return {v: (int(m["n_chunks"]), int((m.get("state") or {}).get("n_chunks", 0))) for v, m in live.items()}
 
 
 class ModelWatcher:
@@ -328,6 +355,8 @@ class ModelWatcher:
                 with self._lock:
                     self._pending += 1
                 self._jobs.put((v, value, self._chunks.pop(v, {})))  # the assembler owns the parts now
+        elif STATE_KEY.match(key):
+            pass  # a trainer's state for new instances (trainer/base.py); scorers do not need it
         else:
             log.warning("models topic: ignoring a record with an unknown key at offset %d", msg.offset())
 
@@ -372,41 +401,3 @@ class ModelWatcher:
         self._jobs.put(None)
         self._assembler.join(30)
         self._consumer.close()
-
-
-def save_model_dir(snapshot: ModelSnapshot, directory: str | os.PathLike[str], keep: int = 3) -> Path:
-    """Write ``model-<version>.hbm`` atomically (temp file, fsync, rename); prune old ones."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / f"model-{snapshot.version:012d}.hbm"
-    fd, tmp = tempfile.mkstemp(prefix=".model-", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(encode_model(snapshot))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    for old in _model_files(d)[:-keep]:
-        old[1].unlink(missing_ok=True)
-    return path
-
-
-def _model_files(d: Path) -> list[tuple[int, Path]]:
-    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _MODEL_FILE.match(p.name))]
-    return sorted(found)
-
-
-def load_latest_model_dir(directory: str | os.PathLike[str]) -> ModelSnapshot | None:
-    """The newest model file that validates; corrupt ones are skipped with a warning."""
-    d = Path(directory)
-    if not d.is_dir():
-        return None
-    for version, path in reversed(_model_files(d)):
-        try:
-            return decode_model(path.read_bytes())
-        except (ModelError, OSError) as exc:
-            log.warning("skipping model file version %d: %s", version, exc)
-    return None

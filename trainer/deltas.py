@@ -4,9 +4,9 @@ Why this works (docs/scale-out.md has the whole argument):
 
 * Every instance's supervisor keeps ``copy``, the *accepted cut*: the sum of every accepted
   delta it has read from the single-partition ``hb.deltas`` log. Its own learning since then is
-  ``state - copy`` on the touched coordinates; it publishes that (weights and accumulators, u32
-  delta-coded indices and f32 values, zlib) with its *claims*: for every ``hb.train`` partition
-  it learned, the offset range ``[start, end)`` covered.
+  ``state - copy`` on the touched coordinates; it publishes that (weights and accumulators,
+  float16 with error feedback, ``trainer/deltacodec.py``) with its *claims*: for every
+  ``hb.train`` partition it learned, the offset range ``[start, end)`` covered.
 * A delta is *accepted* iff each claim starts where the accepted claims of that partition ended
   (:class:`Ledger`). Every instance reads the same log in the same order, so all agree on what
   is accepted; accepted claims tile each partition without gap or overlap: every record is in
@@ -15,17 +15,16 @@ Why this works (docs/scale-out.md has the whole argument):
   accepted cut and relearns from the accepted ends.
 * Snapshots hold the accepted cut, its ``hb.deltas`` position and the accepted ends; a restart
   restores the cut and replays the log after it (its own later deltas included), so it neither
-  loses nor double-applies a delta or a record. One own delta is in flight at a time.
+  loses nor double-applies a delta or a record. A new instance starts the same way from the
+  cut the model publisher put on ``hb.models`` (``trainer/base.py``). One own delta is in
+  flight at a time.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
-import struct
 import time
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,80 +32,21 @@ import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
 from shared.clients import MAX_MESSAGE_BYTES, make_producer
-from shared.errors import HashbridgeError, KafkaError
+from shared.errors import KafkaError
 from trainer import shm as S
+from trainer.deltacodec import Delta, DeltaError, decode_delta, diff_delta, encode_delta, quantise
 from trainer.progressive import merge
 
+__all__ = ["Delta", "DeltaError", "DeltaSync", "Ledger", "accept", "decode_delta", "diff_delta",
+           "encode_delta", "quantise"]
 log = logging.getLogger(__name__)
-MAGIC = b"HBD1"
 CHUNK_BYTES = 8 * 1024 * 1024  # a large delta goes in parts; accepted when its last part is read
 SAMPLE = 512  # coordinates whose weights ride along to measure divergence between instances
 TOPIC_CONFIG = {"max.message.bytes": str(MAX_MESSAGE_BYTES), "retention.ms": "-1"}
 
 
-class DeltaError(HashbridgeError):
-    reason = "bad_delta"
-
-
 def default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Delta:
-    """One instance's learning between two syncs; ``claims``: partition -> (start, end) offsets
-    of ``hb.train`` (start -1: from the beginning of a partition nobody had claimed)."""
-
-    instance: str
-    seq: int
-    records: int
-    claims: dict[int, tuple[int, int]]
-    index: np.ndarray  # uint32, strictly increasing
-    values: np.ndarray  # float32[n, 2]: weight (or z) and accumulator changes
-    bias: np.ndarray = field(default_factory=lambda: np.zeros(2))  # float64[2]
-    sample: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    created_at: float = field(default_factory=time.time)
-
-
-def encode_delta(d: Delta) -> bytes:
-    head = json.dumps({"instance": d.instance, "seq": d.seq, "records": d.records,
-                       "created_at": d.created_at, "n": int(d.index.size), "m": int(d.sample.size),
-                       "claims": [[p, s, e] for p, (s, e) in sorted(d.claims.items())]}).encode()
-    gaps = np.diff(d.index.astype(np.int64), prepend=0).astype(np.uint32)
-    body = b"".join((gaps.tobytes(), np.ascontiguousarray(d.values, np.float32).tobytes(),
-                     np.asarray(d.bias, np.float64).tobytes(), d.sample.astype(np.float32).tobytes()))
-    return MAGIC + struct.pack("<I", len(head)) + head + zlib.compress(body, 1)
-
-
-def decode_delta(buf: bytes, size: int | None = None) -> Delta:
-    """Decode and validate (lengths, index order and range) or raise :class:`DeltaError`."""
-    if len(buf) < 8 or buf[:4] != MAGIC:
-        raise DeltaError("not a delta")
-    (hl,) = struct.unpack_from("<I", buf, 4)
-    try:
-        h = json.loads(buf[8:8 + hl])
-        body = zlib.decompress(buf[8 + hl:])
-        n, m = int(h["n"]), int(h["m"])
-        claims = {int(p): (int(s), int(e)) for p, s, e in h["claims"]}
-    except (ValueError, KeyError, TypeError, zlib.error) as exc:
-        raise DeltaError(f"bad delta header or body: {exc}") from exc
-    if len(body) != n * 12 + 16 + m * 4:
-        raise DeltaError("delta length mismatch")
-    index = np.cumsum(np.frombuffer(body, np.uint32, n), dtype=np.int64)
-    if n and (index[-1] >= (size if size is not None else 1 << 32) or np.any(np.diff(index) <= 0)):
-        raise DeltaError("delta index out of range or not increasing")
-    values = np.frombuffer(body, np.float32, 2 * n, 4 * n).reshape(n, 2)
-    bias = np.frombuffer(body, np.float64, 2, 12 * n)
-    sample = np.frombuffer(body, np.float32, m, 12 * n + 16)
-    return Delta(str(h["instance"]), int(h["seq"]), int(h["records"]), claims,
-                 index.astype(np.uint32), values, bias, sample, float(h["created_at"]))
-
-
-def diff_delta(state: np.ndarray, copy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Touched coordinates (weight or accumulator changed) and their float32 changes."""
-    d = state - copy
-    idx = np.flatnonzero((d != 0).any(axis=1)).astype(np.uint32)
-    return idx, d[idx]
 
 
 @dataclass
@@ -143,6 +83,15 @@ class Ledger:
                    int(d["accepted"]), int(d["rejected"]))
 
 
+def accept(d: Delta, ledger: Ledger, state: np.ndarray, bias: np.ndarray) -> bool:
+    """Decide ``d`` and, if accepted, add it to the cut ``(state, bias)``: the whole arithmetic of
+    reading the log, the same for a replay from offset 0 and for one from a published base."""
+    if not ledger.decide(d):
+        return False
+    _add(d, state, bias)
+    return True
+
+
 def messages_seen(counters: np.ndarray) -> int:
     """Train messages the workers consumed (learned + rejected): each advanced an offset by one."""
     return int(counters[:, S.W_FRAMES].sum() + counters[:, S.W_REJECT:S.W_LEN].sum())
@@ -166,6 +115,7 @@ class DeltaSync:
         self.stats_copy = np.zeros(arrays.stats.shape[1])
         self.ledger = Ledger()
         self.position = 0  # next hb.deltas offset to read
+        self.origin = {"model_version": 0, "deltas_next": 0}  # where this instance first started
         self.seq = 0
         self.queue: list[Delta] = []
         self.pending: tuple[Delta, np.ndarray] | None = None  # our delta in flight, its stats
@@ -186,7 +136,8 @@ class DeltaSync:
 
     # --- start, rollback, snapshot ---
     def restore(self, ckpt: Any) -> None:
-        """From a snapshot's accepted cut (or nothing), replay the log to its end into shm."""
+        """From a snapshot's (or a published base's) accepted cut, or nothing, replay the log
+        from the cut's position to its end into shm."""
         sync = getattr(ckpt, "sync", None) if ckpt is not None else None
         if ckpt is not None:
             self.copy[:] = ckpt.state
@@ -195,8 +146,12 @@ class DeltaSync:
         if sync:
             self.ledger = Ledger.from_dict(sync["ledger"])
             self.position, self.seq = int(sync["deltas_next"]), int(sync["seq"])
+            self.origin = dict(sync.get("origin") or self.origin)
         elif ckpt is not None:  # a single-instance snapshot: its offsets become the accepted ends
             self.ledger.ends = dict(ckpt.offsets)
+        log.info("deltas: instance %s reads %s from offset %d (started from model version %d at "
+                 "offset %d)", self.instance, self.topic, self.position, self.origin["model_version"],
+                 self.origin["deltas_next"])
         self.consumer.assign([TopicPartition(self.topic, 0, self.position)])
         self.catch_up()
         self._load_shm()
@@ -242,7 +197,7 @@ class DeltaSync:
         if self.parts:
             return None
         return {"instance": self.instance, "deltas_next": self.position, "seq": self.seq,
-                "ledger": self.ledger.as_dict()}
+                "ledger": self.ledger.as_dict(), "origin": self.origin}
 
     # --- reading the log ---
     def poll(self, timeout: float = 0.0) -> bool:
@@ -270,14 +225,12 @@ class DeltaSync:
         return ok
 
     def _decide(self, d: Delta) -> bool:
-        accepted = self.ledger.decide(d)
+        accepted = accept(d, self.ledger, self.copy, self.copy_bias)
         self.peers[d.instance] = time.time()
         if not accepted:
             self.m.deltas_rejected.inc()
             log.info("deltas: rejected %s#%d: claims %s do not continue the accepted ones",
                      d.instance, d.seq, d.claims)
-        else:
-            _add(d, self.copy, self.copy_bias)
         if self.pending is not None and (d.instance, d.seq) == (self.instance, self.pending[0].seq):
             if accepted:  # already in shared memory: only the cut moves
                 self.stats_copy[:] = self.pending[1]
@@ -292,8 +245,12 @@ class DeltaSync:
         return self.pending is None and (time.monotonic() - self.last_sync >= seconds or
                                          self.a.records() - int(self.stats_copy[0]) >= records)
 
-    def step(self) -> bool:
-        """Add accepted remote deltas to shm, capture ours; False: a conflict, roll back."""
+    def step(self, exact: bool = False) -> bool:
+        """Add accepted remote deltas to shm, capture ours; False: a conflict, roll back.
+
+        Ours is float16 while it has records, else (idle, or ``exact``: the final one) float32:
+        what rounding or the hold threshold leaves out stays in ``state - copy`` and goes with
+        the next delta, so once every instance is idle all accepted cuts are the same model."""
         a = self.a
         offsets = a.offsets.copy()
         msgs = messages_seen(a.counters)
@@ -315,6 +272,9 @@ class DeltaSync:
                      "started from a stale offset) or no longer fit", claims, msgs - self.msgs_base)
             return False
         idx, vals = diff_delta(a.state, self.copy)
+        scale = None
+        if claims and not exact:  # idle (no records): the residual goes out exact, once
+            idx, vals, scale = quantise(idx, vals)
         stats = merge(a.stats)
         self.base = a.offsets.copy()
         self.msgs_base = msgs
@@ -322,7 +282,7 @@ class DeltaSync:
         if claims or idx.size or now - self.last_sent >= 5.0:  # an empty delta is a heartbeat
             self.seq += 1
             d = Delta(self.instance, self.seq, int(stats[0] - self.stats_copy[0]), claims, idx,
-                      vals, a.bias - self.copy_bias, a.state[self.sample, 0].copy(), now)
+                      vals, a.bias - self.copy_bias, a.state[self.sample, 0].copy(), now, scale)
             self.pending, self._unsent = (d, stats), True
         return True
 

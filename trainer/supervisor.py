@@ -33,8 +33,8 @@ from shared.clients import ensure_topics
 from trainer import shm as S
 from trainer.checkpoint import Checkpoint, load_latest, write_checkpoint
 from trainer.deltas import TOPIC_CONFIG, DeltaSync, default_instance_id
+from trainer.base import load_base, publish_model
 from trainer.metrics import TrainerMetrics
-from trainer.model import effective_weights
 from trainer.progressive import Curve, Progress, merge, summarize
 from trainer.service import spec_from_control, spec_to_control, worker_main
 from trainer.settings import TrainerSettings
@@ -210,10 +210,7 @@ class Supervisor:
             return
         if self.sync is not None and not self.sync.leader():
             return  # one publisher: the smallest live instance id (docs/scale-out.md)
-        from shared.models import ModelSnapshot
-
-        w, b = effective_weights(ckpt.hyper, ckpt.state, ckpt.bias)
-        self._publisher.publish(ModelSnapshot(ckpt.version, ckpt.spec, w, b, ckpt.records, ckpt.created_at))
+        publish_model(self._publisher, ckpt)  # a sync cut also carries its hb.deltas position
 
     def report(self) -> None:
         if self._curve is not None:  # the workers' curve rows first: they predate ``cur`` below
@@ -272,6 +269,8 @@ class Supervisor:
                 s.bits, s.workers, s.max_partitions, S.CURVE_ROWS if s.curve_records else 0))
             stack.callback(setattr, self, "arrays", None)
             ckpt = load_latest(s.checkpoint_dir)
+            if ckpt is None and s.sync_deltas:  # a new instance: the newest published cut
+                ckpt = load_base(s.kafka, s.kafka.topics.train)
             if ckpt is not None:
                 self._check_compatible(ckpt)
                 self.version = ckpt.version
@@ -360,7 +359,7 @@ class Supervisor:
         """Workers stopped: publish what is left and wait for the verdict, so the cut has it."""
         assert self.sync is not None
         self.sync.poll()
-        if self.sync.step():
+        if self.sync.step(exact=True):  # exact: the float16 residual goes out too
             self.sync.publish()
         else:
             log.warning("deltas: final delta conflicts; its records are left to the other instances")

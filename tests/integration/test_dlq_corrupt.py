@@ -18,7 +18,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from hashbridge import dlq as dlq_cli

@@ -10,8 +10,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import pytest
-from confluent_kafka import TopicPartition
 
 from shared.clients import ensure_pipeline_topics, make_consumer, make_producer
 from shared.frames import Kind, decode, encode_score

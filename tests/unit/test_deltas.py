@@ -4,10 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from shared.hashspec import Algorithm, SpecId, mmh3_key_id
+from trainer.base import base_checkpoint, decode_state, encode_state, publish_model
 from trainer.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
-from trainer.deltas import Delta, DeltaError, Ledger, decode_delta, diff_delta, encode_delta
+from trainer.deltacodec import HOLD, quantise
+from trainer.deltas import Delta, DeltaError, Ledger, accept, decode_delta, diff_delta, encode_delta
 from trainer.kernels import STATS_LEN
 from trainer.model import Hyper
+
+
+SPEC = SpecId(Algorithm.MMH3_PUBLIC, 8, False, mmh3_key_id(0))
 
 
 def make_delta(claims=None, n=50, size=1 << 12, seed=0) -> Delta:
@@ -79,3 +85,131 @@ def test_checkpoint_sync_field_roundtrip_and_old_files(tmp_path):
     sync = {"instance": "a", "deltas_next": 7, "seq": 2, "ledger": Ledger({0: 5}, 9, 2, 1).as_dict()}
     new = write_checkpoint(tmp_path, Checkpoint(2, **base, sync=sync))
     assert read_checkpoint(new).sync == sync
+
+
+# -- float16 deltas with error feedback (trainer/deltacodec.py) ------------------------------------
+
+def test_quantised_delta_roundtrip_is_bit_exact_and_smaller():
+    rng = np.random.default_rng(3)
+    idx = np.arange(0, 40_000, 2, dtype=np.uint32)
+    vals = np.stack([rng.normal(0, 0.01, idx.size), rng.exponential(0.05, idx.size)], 1).astype(np.float32)
+    qi, qv, scale = quantise(idx, vals)
+    d = Delta("a", 1, 10, {0: (-1, 3)}, qi, qv, np.array([0.1, 0.2]), scale=scale)
+    out = decode_delta(encode_delta(d), 1 << 16)
+    assert out.scale == scale
+    np.testing.assert_array_equal(out.index, qi)
+    np.testing.assert_array_equal(out.values, qv)  # the wire adds no error: quantise did it all
+    exact = Delta("a", 1, 10, {0: (-1, 3)}, idx, vals, np.array([0.1, 0.2]))
+    assert len(encode_delta(d)) < 0.6 * len(encode_delta(exact))
+    # every coordinate's error is within f16 rounding of its change or the hold threshold
+    full = np.zeros((idx.size, 2), np.float32)
+    full[np.searchsorted(idx, qi)] = qv
+    top = np.abs(vals).max(0)
+    assert np.all(np.abs(full - vals) <= np.maximum(np.abs(vals) * 2.0 ** -11, top * HOLD) + 1e-12)
+
+
+def test_quantise_never_overflows_and_keeps_large_changes_relative():
+    idx = np.arange(4, dtype=np.uint32)
+    vals = np.array([[1e-9, 3e6], [-2e-9, 1.0], [0, 5e5], [4e-9, 0]], np.float32)
+    qi, qv, scale = quantise(idx, vals)
+    assert np.isfinite(qv).all() and scale[1] > 0 > scale[0]
+    np.testing.assert_allclose(qv, vals[qi], rtol=2.0 ** -11)
+
+
+def test_error_feedback_loses_nothing_over_many_deltas():
+    """The publisher's loop: delta = quantise(state - copy); readers add it to copy; what it left
+    out is still in state - copy next time; a final exact delta leaves copy == state."""
+    rng = np.random.default_rng(5)
+    size = 1 << 12
+    state, copy = np.zeros((size, 2), np.float32), np.zeros((size, 2), np.float32)
+    for _ in range(30):
+        touched = rng.choice(size, 500, replace=False)
+        state[touched, 0] += rng.normal(0, 0.01, 500).astype(np.float32)
+        state[touched, 1] += rng.exponential(0.01, 500).astype(np.float32)
+        qi, qv, _ = quantise(*diff_delta(state, copy))
+        copy[qi] += qv
+        # carried, never dropped: bounded by the rounding and hold rule of one delta
+        assert np.abs(state - copy).max() <= 2.0 ** -11 * np.abs(state).max() + 1e-7
+    idx, vals = diff_delta(state, copy)  # the final, exact delta
+    copy[idx] += vals
+    np.testing.assert_array_equal(copy, state)
+
+
+# -- a new instance starts from the published cut (trainer/base.py) ---------------------------------
+
+def _learned(rng: np.random.Generator, size: int) -> np.ndarray:
+    d = np.zeros((size, 2), np.float32)
+    t = rng.choice(size, 40, replace=False)
+    d[t] = rng.normal(size=(40, 2)).astype(np.float32)
+    return d
+
+
+def test_new_instance_from_the_published_cut_applies_every_delta_exactly_once():
+    """Log: A#1 [0,10), B#1 [0,8) of p1, a rejected B#2 (overlaps A), then the model publisher A
+    publishes its cut at position P=3 while holding unpublished learning and with A#2 in flight
+    (it lands at offset 3), then B#3. A new instance restores the cut and reads from P; it must
+    equal an instance that replayed from 0, and a start from A's shared memory would not."""
+    rng = np.random.default_rng(11)
+    size = 256
+
+    def delta(inst, seq, claims, vals):
+        idx, v = diff_delta(vals, np.zeros_like(vals))
+        return Delta(inst, seq, 5, claims, idx, v, np.array([0.25, 1.0]))
+
+    log_ = [delta("A", 1, {0: (-1, 10)}, _learned(rng, size)),
+            delta("B", 1, {1: (-1, 8)}, _learned(rng, size)),
+            delta("B", 2, {0: (5, 12)}, _learned(rng, size)),  # rejected by every reader
+            delta("A", 2, {0: (10, 20)}, _learned(rng, size)),  # A's delta in flight at publish
+            delta("B", 3, {1: (8, 15)}, _learned(rng, size))]
+    P = 3
+    ref_state, ref_bias, ref_led = np.zeros((size, 2), np.float32), np.zeros(2), Ledger()
+    verdicts = [accept(d, ref_led, ref_state, ref_bias) for d in log_]
+    assert verdicts == [True, True, False, True, True]
+
+    # the publisher A at position P: its cut, and its shared memory = cut + own unpublished learning
+    cut, cut_bias, cut_led = np.zeros((size, 2), np.float32), np.zeros(2), Ledger()
+    for d in log_[:P]:
+        accept(d, cut_led, cut, cut_bias)
+    shm = cut + _learned(rng, size)  # A's unpublished learning: not in the model
+    ckpt = Checkpoint(4, "t", dict(cut_led.ends), cut, cut_bias, np.zeros(STATS_LEN), Hyper(), SPEC,
+                      1.0, {"instance": "A", "deltas_next": P, "seq": 1, "ledger": cut_led.as_dict()})
+    pub = FakePublisher()
+    publish_model(pub, ckpt)
+    snapshot, blob, sync = pub.published[0]
+    assert sync["deltas_next"] == P and snapshot.records_seen == cut_led.records
+    manifest = {"version": 4, "algorithm": int(SPEC.algorithm), "bits": SPEC.bits, "signed": SPEC.signed,
+                "key_id": SPEC.key_id_hex, "spec_version": SPEC.version, "created_at": 1.0, "sync": sync}
+
+    base = base_checkpoint(manifest, blob, "t")
+    assert base.sync["origin"] == {"model_version": 4, "deltas_next": P} and base.offsets == {0: 10, 1: 8}
+    new_state, new_bias, new_led = base.state.copy(), base.bias.copy(), Ledger.from_dict(base.sync["ledger"])
+    for d in log_[base.sync["deltas_next"]:]:
+        accept(d, new_led, new_state, new_bias)
+    np.testing.assert_array_equal(new_state, ref_state)
+    np.testing.assert_array_equal(new_bias, ref_bias)
+    assert new_led == ref_led and new_led.ends == {0: 20, 1: 15} and new_led.records == 4 * 5
+    # the wrong readings: a base holding A's shared memory keeps its unpublished learning, which
+    # A#2 (in flight) carries again; the cut replayed from offset 0 (fresh ledger) counts A#1, B#1 twice
+    for start, led, frm in ((shm, Ledger.from_dict(cut_led.as_dict()), P), (cut, Ledger(), 0)):
+        st, bi = start.copy(), cut_bias.copy()
+        for d in log_[frm:]:
+            accept(d, led, st, bi)
+        assert not np.allclose(st, ref_state)
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.published: list = []
+
+    def publish(self, snapshot, state=None, sync=None) -> None:
+        self.published.append((snapshot, state, sync))
+
+
+def test_state_blob_roundtrip_and_validation():
+    state = np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32)
+    bias = np.array([0.5, 3.0])
+    s, b = decode_state(encode_state(state, bias), 4)
+    np.testing.assert_array_equal(s, state)
+    np.testing.assert_array_equal(b, bias)
+    with pytest.raises(ValueError):
+        decode_state(encode_state(state, bias), 5)

@@ -6,8 +6,8 @@ import pytest
 
 from shared.errors import HashbridgeError
 from shared.hashspec import Algorithm, SpecId, key_id
-from shared.models import (ModelError, ModelSnapshot, decode_model, encode_model, load_latest_model_dir,
-                           save_model_dir)
+from shared.modeldir import load_latest_model_dir, save_model_dir
+from shared.models import ModelError, ModelSnapshot, decode_model, encode_model
 
 SPEC = SpecId(Algorithm.BLAKE2B_KEYED, 10, False, key_id(b"k" * 16))
 
@@ -65,7 +65,6 @@ import hashlib  # noqa: E402
 import json  # noqa: E402
 import threading  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from typing import Any  # noqa: E402
 
 from shared.models import ModelWatcher  # noqa: E402
 from shared.settings import KafkaSettings, Topics  # noqa: E402
