@@ -103,7 +103,10 @@ def _broker(needed: set[str]):
     try:
         from hashbridge.localkafka import resolve_bootstrap
 
-        lease = resolve_bootstrap()
+        # Kafka's own default (3 s), not the 0 the test broker uses for speed: a new group's first
+        # generation then holds every member that joins within 3 s, so a 2-worker trainer starts
+        # with both workers assigned instead of one learning alone until the next rebalance
+        lease = resolve_bootstrap(extra_config={"group.initial.rebalance.delay.ms": "3000"})
     except Exception as exc:  # noqa: BLE001 - the Kafka parts then fail and say so; the rest run
         print(f"== no Kafka broker ({type(exc).__name__}: {exc}); {', '.join(sorted(needed))} will fail",
               flush=True)

@@ -139,7 +139,7 @@ class KafkaLease:
 
 def resolve_bootstrap(*, use_docker: bool = False, data_dir: Path | str | None = None,
                       port: int | None = None, timeout: float = READY_TIMEOUT,
-                      detach: bool = True) -> KafkaLease:
+                      detach: bool = True, extra_config: Mapping[str, str] | None = None) -> KafkaLease:
     """Find the Kafka cluster to use, starting one if needed (see the module docstring).
 
     ``use_docker`` is for test fixtures: the demo and the services use the local broker.
@@ -151,7 +151,8 @@ def resolve_bootstrap(*, use_docker: bool = False, data_dir: Path | str | None =
         return KafkaLease(env, "env")
     if use_docker and docker_available():
         return _docker_kafka(timeout)
-    cluster = start_cluster(1, port=port, data_dir=data_dir, timeout=timeout, detach=detach)
+    cluster = start_cluster(1, port=port, data_dir=data_dir, timeout=timeout, detach=detach,
+                            extra_config=extra_config)
     close: Callable[[], object] = (lambda: None) if cluster.already_running else cluster.stop
     return KafkaLease(cluster.bootstrap, "local", close, cluster)
 
