@@ -10,7 +10,10 @@ a Python value rule per first sighting) took about three times the CPU per recor
 So a bad record (bad or missing label, unparseable number) is found at the cut, not in ``send``:
 it is counted in ``bad`` and the metrics and skipped; under ``strict`` the cut raises
 :class:`RecordError` after the good records were handed to the publisher. ``flush`` cuts what is
-buffered and waits for the broker. See the record API section of ``docs/producer.md``.
+buffered and waits for the broker. A record never waits in the buffer longer than ``max_delay``
+seconds while records keep arriving: the ``send`` that finds the oldest buffered record that old
+cuts (there is no timer thread, so an agent that stops receiving records holds them until the next
+``send``, ``flush`` or ``close``). See the record API section of ``docs/producer.md``.
 
     with Agent.open("owner.schema.toml", "owner.key") as agent:
         for rec in records:
@@ -18,6 +21,7 @@ buffered and waits for the broker. See the record API section of ``docs/producer
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +44,7 @@ from producer.settings import ProducerSettings
 # a batch of 16384 (four default frames) costs about a quarter less CPU per record than one frame
 # on 20 Zipf fields; the frames published keep ``frame_records`` (see docs/producer.md)
 HASH_RECORDS = 16384
+MAX_DELAY = 1.0  # seconds a buffered record may wait for its cut while records keep arriving
 
 
 class Agent:
@@ -47,9 +52,11 @@ class Agent:
 
     def __init__(self, hasher: Hasher, settings: ProducerSettings | None = None,
                  metrics: ProducerMetrics | None = None, publisher: FramePublisher | None = None,
-                 hash_records: int = HASH_RECORDS) -> None:
+                 hash_records: int = HASH_RECORDS, max_delay: float = MAX_DELAY) -> None:
         if hash_records < 1:
             raise ValueError("hash_records must be >= 1")
+        if not max_delay >= 0:
+            raise ValueError("max_delay must be >= 0 seconds")
         if hasher.schema.label is None:
             raise ConfigError("the record API publishes training frames: the schema needs a [label]")
         self.hasher = hasher
@@ -68,16 +75,19 @@ class Agent:
         self._cut_at = -(-max(hash_records, step) // step) * step  # whole frames
         self._n = 0  # buffered records
         self._mark = min(CHUNK, self._cut_at)  # at this many buffered records: join a chunk or cut
+        self._max_delay = max_delay
+        self._due = 0.0  # monotonic time by which the oldest buffered record is cut
 
     @classmethod
     def open(cls, schema: str | Path | Schema, key: str | Path | bytes | None,
-             kafka: KafkaSettings | None = None, hash_records: int = HASH_RECORDS, **settings: Any) -> "Agent":
+             kafka: KafkaSettings | None = None, hash_records: int = HASH_RECORDS,
+             max_delay: float = MAX_DELAY, **settings: Any) -> "Agent":
         """An agent from a schema file (its numeric edges must be fitted) and a key file or key bytes;
         ``settings`` are :class:`ProducerSettings` fields (``frame_records``, ``strict``, ...)."""
         sch = schema if isinstance(schema, Schema) else load_schema(schema)
         raw = key if isinstance(key, (bytes, type(None))) else read_key(key)
         return cls(make_hasher(sch, raw), ProducerSettings(kafka=kafka or KafkaSettings.from_env(), **settings),
-                   hash_records=hash_records)
+                   hash_records=hash_records, max_delay=max_delay)
 
     @property
     def stats(self) -> Deliveries:
@@ -112,12 +122,17 @@ class Agent:
                 raise
             raise TypeError("Agent.send takes a mapping of column name to value") from None
         self._n += 1
+        now = time.monotonic()
+        if self._n == 1:
+            self._due = now + self._max_delay
         if self._n >= self._mark:
             if self._n >= self._cut_at:
                 self._cut()
             else:
                 self._buffer.seal()
                 self._mark = min(self._n + CHUNK, self._cut_at)
+        if self._n and now >= self._due:
+            self._cut()
 
     def _encode(self) -> EncodedBatch:
         """The buffered records' CSR rows: columnar, or through the record path when a column's

@@ -133,12 +133,14 @@ def _published(pub: CapturePublisher) -> tuple[list[int], list[int], list[int], 
     return labels, lengths, indices, values
 
 
-def _agent(schema: Schema, frame_records: int = 1000, strict: bool = False, hash_records: int = 1
-           ) -> tuple[Agent, CapturePublisher]:
+def _agent(schema: Schema, frame_records: int = 1000, strict: bool = False, hash_records: int = 1,
+           max_delay: float = 3600.0) -> tuple[Agent, CapturePublisher]:
+    """An agent on a capturing publisher; ``max_delay`` an hour so that a slow machine never cuts
+    a buffer by age in tests that count cuts (the delay has its own tests)."""
     pub = CapturePublisher()
     settings = ProducerSettings(frame_records=frame_records, strict=strict)
     agent = Agent(make_hasher(schema, KEY), settings, ProducerMetrics(CollectorRegistry()), pub,  # type: ignore[arg-type]
-                  hash_records=hash_records)
+                  hash_records=hash_records, max_delay=max_delay)
     return agent, pub
 
 
@@ -300,6 +302,37 @@ def test_leaving_the_block_on_an_error_publishes_what_was_accepted(adult_schema_
                 agent.send(r)
             raise KeyboardInterrupt
     assert pub.stats.records_acked == 4 and agent.bad == {"bad_label": 1}
+
+
+def test_a_record_waits_at_most_max_delay_while_records_keep_coming(adult_schema_path, adult_records,
+                                                                    monkeypatch):
+    import producer.agent as agent_mod
+
+    clock = [100.0]
+    monkeypatch.setattr(agent_mod.time, "monotonic", lambda: clock[0])
+    schema = load_schema(adult_schema_path)
+    agent, pub = _agent(schema, frame_records=4096, hash_records=16384, max_delay=0.5)
+    for r in adult_records[:4]:
+        agent.send(r)
+        clock[0] += 0.125  # binary-exact steps: the first record is 0.375 s old at the fourth send
+    assert pub.payloads == [] and agent.buffered == 4
+    agent.send(adult_records[4])  # 0.5 s after the first: this send cuts all five
+    assert agent.buffered == 0 and len(_published(pub)[0]) == 5
+    clock[0] += 10.0  # an idle agent cuts nothing by itself...
+    agent.send(adult_records[5])  # ...and the next record starts a new wait
+    assert agent.buffered == 1 and len(pub.payloads) == 1
+    agent.close()
+    assert pub.stats.records_acked == 6
+
+
+def test_max_delay_zero_sends_every_record_at_once_and_negative_is_refused(adult_schema_path, adult_records):
+    schema = load_schema(adult_schema_path)
+    agent, pub = _agent(schema, frame_records=4096, hash_records=16384, max_delay=0.0)
+    for r in adult_records[:3]:
+        agent.send(r)
+    assert agent.buffered == 0 and len(pub.payloads) == 3
+    with pytest.raises(ValueError):
+        _agent(schema, max_delay=-1.0)
 
 
 def test_send_refuses_what_is_not_a_mapping(adult_schema_path):
