@@ -32,7 +32,7 @@ from scorer.scoring import serve, warm_up
 from scorer.service import ScorerService
 from scorer.settings import ScorerSettings
 from shared.clients import ensure_pipeline_topics, make_consumer, make_producer
-from shared.frames import decode, encode_score
+from shared.frames import decode, encode_prediction, encode_score
 from shared.hashspec import Algorithm, SpecId, key_id
 from shared.models import ModelPublisher, ModelSnapshot
 from shared.settings import KafkaSettings, Topics
@@ -187,6 +187,47 @@ class _Replies(threading.Thread):
         self.c.close()
 
 
+def _paced(send: Any, replies: _Replies, rates: list[int], seconds: float, repeats: int,
+           next_id: int) -> tuple[dict[str, Any], int]:
+    """Open-loop requests at each rate; p50/p99 of send-to-reply-arrival (ms) per repetition."""
+    out: dict[str, Any] = {}
+    for r in rates:
+        p50s, p99s, lost = [], [], 0
+        for _ in range(repeats):
+            n = int(r * seconds)
+            ids = np.arange(next_id, next_id + n)
+            sent = np.empty(n)
+            t0 = time.perf_counter()
+            for k in range(n):
+                due = t0 + k / r
+                if (ahead := due - time.perf_counter()) > 0:
+                    time.sleep(ahead)  # open-loop pacing; no spinning, the CPU is shared
+                sent[k] = time.perf_counter()
+                send(int(ids[k]))
+            wait_until = time.monotonic() + 15
+            while np.isnan(replies.arrived[ids]).any() and time.monotonic() < wait_until:
+                time.sleep(0.01)  # waiting for the last replies under a deadline
+            lat = (replies.arrived[ids] - sent) * 1000.0
+            lost += int(np.isnan(lat).sum())
+            lat = lat[~np.isnan(lat)]
+            p50s.append(float(np.percentile(lat, 50)))
+            p99s.append(float(np.percentile(lat, 99)))
+            next_id += n
+        out[f"{r}/s"] = {"p50_ms": {"median": statistics.median(p50s), "min": min(p50s), "max": max(p50s)},
+                         "p99_ms": {"median": statistics.median(p99s), "min": min(p99s), "max": max(p99s)},
+                         "unanswered": lost}
+    return out, next_id
+
+
+def _latency_client(kafka: KafkaSettings, total: int) -> tuple[Any, _Replies]:
+    producer = make_producer(kafka, **{"linger.ms": 0, "batch.num.messages": 64,
+                                       "compression.type": "none", "socket.nagle.disable": True})
+    replies = _Replies(kafka, total)
+    replies.start()
+    replies.assigned.wait(60)
+    return producer, replies
+
+
 def bench_latency(kafka: KafkaSettings, rates: list[int], seconds: float, repeats: int) -> dict[str, Any]:
     env = {**os.environ, "HASHBRIDGE_BOOTSTRAP": kafka.bootstrap}
     proc = subprocess.Popen([sys.executable, "-m", "scorer", "--prefix", kafka.topics.prefix,
@@ -194,65 +235,51 @@ def bench_latency(kafka: KafkaSettings, rates: list[int], seconds: float, repeat
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows = np.random.default_rng(2).integers(0, 1 << SPEC.bits, (1, PER_ROW)).astype(np.uint32)
     offsets = np.array([0, PER_ROW], np.uint32)
-    out: dict[str, Any] = {}
     try:
-        producer = make_producer(kafka, **{"linger.ms": 0, "batch.num.messages": 64,
-                                           "compression.type": "none", "socket.nagle.disable": True})
-        total = 1 + sum(int(r * seconds) for r in rates) * repeats + 200
-        replies = _Replies(kafka, total)
-        replies.start()
-        replies.assigned.wait(60)
-        next_id = 0
-
-        # every request frame built before the clock runs (the sender's cost per request is
-        # then produce + poll)
+        producer, replies = _latency_client(kafka, 1 + sum(int(r * seconds) for r in rates) * repeats + 200)
+        # the request frame is built before the clock runs: the sender's cost is produce + poll
         template = encode_score(SPEC, np.array([0], np.uint64), offsets, rows[0])
 
-        def request(rid: int) -> bytes:
-            return template[:40] + rid.to_bytes(8, "little") + template[48:]
-
-        def send(rid: int, value: bytes | None = None) -> None:
-            producer.produce(kafka.topics.score, key=b"%d" % rid, value=value or request(rid))
+        def send(rid: int) -> None:
+            producer.produce(kafka.topics.score, key=b"%d" % rid,
+                             value=template[:40] + rid.to_bytes(8, "little") + template[48:])
             producer.poll(0)
 
+        next_id = 0
         deadline = time.monotonic() + 90  # warm-up: until the scorer answers at all
         while time.monotonic() < deadline and np.isnan(replies.arrived[:max(1, next_id)]).all():
             if next_id < 200:
                 send(next_id)
                 next_id += 1
             time.sleep(0.05)  # pacing the warm-up requests
-        for r in rates:
-            p50s, p99s, lost = [], [], 0
-            for _ in range(repeats):
-                n = int(r * seconds)
-                ids = np.arange(next_id, next_id + n)
-                values = [request(int(i)) for i in ids]
-                sent = np.empty(n)
-                t0 = time.perf_counter()
-                for k in range(n):
-                    due = t0 + k / r
-                    if (ahead := due - time.perf_counter()) > 0:
-                        time.sleep(ahead)  # open-loop pacing; no spinning, the CPU is shared
-                    sent[k] = time.perf_counter()
-                    send(int(ids[k]), values[k])
-                producer.flush(10)
-                wait_until = time.monotonic() + 15
-                while np.isnan(replies.arrived[ids]).any() and time.monotonic() < wait_until:
-                    time.sleep(0.01)  # waiting for the last replies under a deadline
-                lat = (replies.arrived[ids] - sent) * 1000.0
-                lost += int(np.isnan(lat).sum())
-                lat = lat[~np.isnan(lat)]
-                p50s.append(float(np.percentile(lat, 50)))
-                p99s.append(float(np.percentile(lat, 99)))
-                next_id += n
-            out[f"{r}/s"] = {"p50_ms": {"median": statistics.median(p50s), "min": min(p50s), "max": max(p50s)},
-                             "p99_ms": {"median": statistics.median(p99s), "min": min(p99s), "max": max(p99s)},
-                             "unanswered": lost}
+        out, _ = _paced(send, replies, rates, seconds, repeats, next_id)
         replies.done = True
         replies.join(10)
     finally:
         proc.terminate()
         proc.wait(30)
+    return out
+
+
+def bench_round_trip(kafka: KafkaSettings, rates: list[int], seconds: float, repeats: int) -> dict[str, Any]:
+    """The floor under the scorer's latency: the same client and consumer settings, but the client
+    writes single-record reply frames straight to the predictions topic and reads them back (one
+    trip through the broker where a scored request makes two, plus the scorer)."""
+    ensure_pipeline_topics(kafka)
+    producer, replies = _latency_client(kafka, sum(int(r * seconds) for r in rates) * repeats + 300)
+    template = encode_prediction(SPEC, np.array([0], np.uint64), np.array([0.5]), 1)
+
+    def send(rid: int) -> None:
+        producer.produce(kafka.topics.predictions, key=b"%d" % rid,
+                         value=template[:40] + rid.to_bytes(8, "little") + template[48:])
+        producer.poll(0)
+
+    for i in range(200):  # warm-up, not measured
+        send(sum(int(r * seconds) for r in rates) * repeats + i)
+        time.sleep(0.005)
+    out, _ = _paced(send, replies, rates, seconds, repeats, 0)
+    replies.done = True
+    replies.join(10)
     return out
 
 
@@ -275,6 +302,7 @@ def run(quick: bool = False) -> dict:
         "bulk_from_topic_predictions_per_s": bench_topic(frames, model, repeats),
         "bulk_from_topic_uncompressed_requests_predictions_per_s": bench_topic(frames, model, repeats, "none"),
         "latency": bench_latency(_setup(model), [1000, 10000], 2.0 if quick else 5.0, repeats),
+        "kafka_round_trip_no_scorer": bench_round_trip(_kafka(), [1000], 2.0 if quick else 5.0, repeats),
     }
     bulk = figures["bulk_from_topic_predictions_per_s"]["median"]
     mem = figures["bulk_in_memory_predictions_per_s"]["median"]
@@ -290,6 +318,10 @@ def run(quick: bool = False) -> dict:
         f"{figures['latency']['1000/s']['p50_ms']['median']:.1f} ms",
         "at 10,000/s: p50 {:.1f} ms, p99 {:.1f} ms".format(
             figures["latency"]["10000/s"]["p50_ms"]["median"], figures["latency"]["10000/s"]["p99_ms"]["median"]),
+        "the floor, one trip through the broker and back with no scorer (same client settings) at "
+        "1,000/s: p50 {:.1f} ms, p99 {:.1f} ms; a scored request makes two such trips".format(
+            figures["kafka_round_trip_no_scorer"]["1000/s"]["p50_ms"]["median"],
+            figures["kafka_round_trip_no_scorer"]["1000/s"]["p99_ms"]["median"]),
         "one scorer process, one Python client process, broker on the same 2-core machine, "
         "shared with other work; latency = client send to client receipt of the reply",
     ]
