@@ -22,7 +22,7 @@ from scorer.metrics import ScorerMetrics, observe_many
 from scorer.scoring import serve_many, warm_up
 from scorer.settings import HEAP_KEEP_BYTES, ScorerSettings
 from shared.clients import ensure_pipeline_topics, make_consumer, make_producer
-from shared.deadletter import dead_letter_headers
+from shared.deadletter import send_dead_letter
 from shared.errors import KafkaError
 from shared.models import ModelSnapshot, ModelWatcher
 
@@ -214,8 +214,8 @@ class ScorerService:
             else:
                 outcomes["error"] = outcomes.get("error", 0) + 1
                 m.rejected.labels(reply.reason).inc(max(1, reply.n_records))
-                self._produce(s.kafka.topics.dlq, msg.key(), msg.value(), acked, dead_letter_headers(
-                    reply.reason, reply.detail, msg.topic(), msg.partition(), msg.offset(), SERVICE))
+                send_dead_letter(self._producer, s.kafka.topics.dlq, msg, reply.reason, reply.detail, SERVICE,
+                                 on_delivery=acked)
             ts_type, ts = msg.timestamp()
             if ts_type and ts > 0:
                 stamps.append(ts)
@@ -238,11 +238,10 @@ class ScorerService:
         m.kernel_seconds.observe(serve_s)
         m.batch_seconds.observe(time.perf_counter() - t0)
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes | None, on_delivery: Any,
-                 headers: list[tuple[str, bytes]] | None = None) -> None:
+    def _produce(self, topic: str, key: bytes | None, value: bytes, on_delivery: Any) -> None:
         while True:
             try:
-                self._producer.produce(topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
+                self._producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
                 return
             except BufferError:
                 self._producer.poll(0.05)

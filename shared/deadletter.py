@@ -1,7 +1,7 @@
 """Dead letters: a rejected message goes to ``hb.dlq`` unchanged, with headers saying why."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from confluent_kafka import Producer
 
@@ -22,12 +22,14 @@ def dead_letter_headers(reason: str, detail: str, topic: str, partition: int, of
 
 
 def send_dead_letter(producer: Producer, dlq_topic: str, msg: Any, reason: str, detail: str,
-                     service: str) -> None:
-    """Forward ``msg`` (a confluent Message) to the dead-letter topic; the caller flushes."""
+                     service: str, on_delivery: Callable[[Any, Any], None] | None = None) -> None:
+    """Forward ``msg`` (a confluent Message) to the dead-letter topic; the caller flushes.
+    ``on_delivery`` replaces the producer's own delivery callback for this message."""
     headers = dead_letter_headers(reason, detail, msg.topic(), msg.partition(), msg.offset(), service)
+    extra = {} if on_delivery is None else {"on_delivery": on_delivery}
     while True:
         try:
-            producer.produce(dlq_topic, value=msg.value(), key=msg.key(), headers=headers)
+            producer.produce(dlq_topic, value=msg.value(), key=msg.key(), headers=headers, **extra)
             return
         except BufferError:
             producer.poll(0.1)
