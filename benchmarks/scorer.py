@@ -237,7 +237,7 @@ def bench_latency(kafka: KafkaSettings, rates: list[int], seconds: float, repeat
     offsets = np.array([0, PER_ROW], np.uint32)
     try:
         producer, replies = _latency_client(kafka, 1 + sum(int(r * seconds) for r in rates) * repeats + 200)
-        # the request frame is built before the clock runs: the sender's cost is produce + poll
+        # one template frame; each send patches in its request id (bytes 40-48) and produces it
         template = encode_score(SPEC, np.array([0], np.uint64), offsets, rows[0])
 
         def send(rid: int) -> None:
@@ -266,7 +266,8 @@ def bench_round_trip(kafka: KafkaSettings, rates: list[int], seconds: float, rep
     writes single-record reply frames straight to the predictions topic and reads them back (one
     trip through the broker where a scored request makes two, plus the scorer)."""
     ensure_pipeline_topics(kafka)
-    producer, replies = _latency_client(kafka, sum(int(r * seconds) for r in rates) * repeats + 300)
+    measured = sum(int(r * seconds) for r in rates) * repeats
+    producer, replies = _latency_client(kafka, measured + 300)
     template = encode_prediction(SPEC, np.array([0], np.uint64), np.array([0.5]), 1)
 
     def send(rid: int) -> None:
@@ -275,7 +276,7 @@ def bench_round_trip(kafka: KafkaSettings, rates: list[int], seconds: float, rep
         producer.poll(0)
 
     for i in range(200):  # warm-up, not measured
-        send(sum(int(r * seconds) for r in rates) * repeats + i)
+        send(measured + i)
         time.sleep(0.005)
     out, _ = _paced(send, replies, rates, seconds, repeats, 0)
     replies.done = True
