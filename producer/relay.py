@@ -94,7 +94,6 @@ class RelayService(ProducerService):
                     continue
                 if not assigned:
                     assigned.append(time.monotonic())
-                last_input = time.monotonic()
                 records, offsets = self._decode(good)
                 r.records_read += len(good)
                 t_hash = time.perf_counter()
@@ -107,6 +106,9 @@ class RelayService(ProducerService):
                 if self.publisher.flush(30.0) or self.publisher.stats.frames_failed != failed_before:
                     raise KafkaError("destination did not acknowledge every frame; source offsets not committed")
                 self._commit(good)
+                # idle means waiting for input: a slow acknowledgement (the broker's first
+                # idempotent producer id can take seconds) is not idle time
+                last_input = time.monotonic()
                 self.metrics.batch_seconds.observe(time.perf_counter() - t_batch)
         finally:
             stats = self.publisher.stats
