@@ -233,6 +233,9 @@ def _machine(results: dict) -> list[str]:
     m = docs[0].get("machine", {}) if docs else {}
     lines = ["## Machine and versions", ""]
     lines += [f"- {k}: {v}" for k, v in m.items()]
+    broker = results.get("harness", {}).get("figures", {}).get("broker")
+    if broker:
+        lines.append(f"- Kafka parts ran through: {broker}")
     parts = results.get("harness", {}).get("figures", {}).get("parts", {})
     if parts:
         lines += ["", "Parts in the last runs:", ""]
