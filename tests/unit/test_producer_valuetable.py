@@ -57,6 +57,34 @@ def test_table_equals_naive_through_growth_and_emptying(values, limit, large):
     assert table.size <= max(limit, len(set(values))) + len(MISSING) + 1
 
 
+def test_table_equals_naive_through_slot_growth_and_again_warm():
+    """Thousands of values (short, 8/9-byte boundary, long ones alike in all but the last byte) make
+    the slots double several times; each value keeps its index when probed again after the moves."""
+    rng = np.random.default_rng(3)
+    values = [str(v) for v in rng.integers(0, 20000, 30000)]
+    values += [f"{'k' * 7}{v % 3}" for v in range(50)] + [f"long value {v:06d}" for v in range(5000)]
+    values += ["y" * 299 + chr(48 + v % 10) for v in range(40)]
+    values = [values[i] for i in rng.permutation(len(values))]
+    table = ValueTable(_KB, "f", BITS, 1 << 20, MISSING)
+    arr = pa.array(values)
+    for start in range(0, len(values), 7001):
+        part = arr.slice(start, 7001)
+        assert _lookup(table, part) == _naive("f", part.to_pylist())
+    assert table.slots.shape[0] >= 1 << 15  # grew from 4096 slots
+    assert _lookup(table, arr) == _naive("f", values)
+    assert table.hashed == len({v.strip(WHITESPACE) for v in values} - {"", "?", "not available"})
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 7, 8, 9, 16, 40])
+def test_values_at_the_end_of_short_and_long_buffers(n):
+    """The kernel reads 8 bytes at a time: a value that ends the buffer, and buffers shorter than 8."""
+    for values in (["x" * n], ["abc", "x" * n], ["0123456789" * 3, " ", "y" * n, "z" * n]):
+        table = ValueTable(_KB, "f", BITS, 1 << 20, MISSING)
+        arr = pa.array(values)
+        assert _lookup(table, arr) == _naive("f", values)
+        assert _lookup(table, arr.slice(len(values) - 1)) == _naive("f", values[-1:])
+
+
 def test_distinct_counts_values_seen_and_missing_ones_only_once_seen():
     table = ValueTable(_KB, "f", BITS, 1 << 20, MISSING)
     _lookup(table, pa.array(["a", "b", " a", "x" * 40]))
