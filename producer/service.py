@@ -62,7 +62,8 @@ class ProducerService:
         self.settings, self.hasher, self.source = settings, hasher, source
         self.publisher, self.metrics, self.progress = publisher, metrics, progress
         self._stop = False
-        self._rejects_seen = 0
+        self._rejects_seen = 0  # reader rejects moved to _unreported so far
+        self._unreported: list[tuple[int, str, str]] = []  # (line, reason, detail), not yet reported
         self.report = RunReport()
         spec = hasher.spec
         metrics.key.info({"key_id": spec.key_id_hex, "spec": str(spec)})
@@ -82,14 +83,21 @@ class ProducerService:
         if self.settings.strict:
             raise RecordError(f"line {line}: {reason}" + (f" ({column})" if column else ""), reason)
 
-    def _new_rejects(self, upto: int | None = None) -> list[tuple[int, str, str]]:
-        """Rows the reader refused since last asked, up to reject ``upto`` (a prefetching source
-        may already have read further): (line, detail, reason)."""
+    def _new_rejects(self, upto_line: int | None = None) -> list[tuple[int, str, str]]:
+        """Rows the reader refused up to file line ``upto_line`` (all when None), not returned
+        before: (line, detail, reason). By line, not by count: a source that parses ahead (the CSV
+        reader thread, pyarrow's own read-ahead) may already hold the rejects of later blocks, and
+        under ``strict`` a reject counted with the wrong chunk would stop the run too early."""
         rows = self.source.rejects.rows
-        end = len(rows) if upto is None else upto
-        out = [(line, detail, reason) for line, reason, detail in rows[self._rejects_seen:end]]
-        self._rejects_seen = max(self._rejects_seen, end)
-        return out
+        end = len(rows)  # the reader may append while this runs: take a fixed prefix
+        self._unreported.extend(rows[self._rejects_seen:end])
+        self._rejects_seen = end
+        if upto_line is None:
+            out, self._unreported = self._unreported, []
+        else:
+            out = [r for r in self._unreported if r[0] <= upto_line]
+            self._unreported = [r for r in self._unreported if r[0] > upto_line]
+        return [(line, detail, reason) for line, reason, detail in out]
 
     def _encode(self, chunk: Chunk) -> tuple[EncodedBatch, list[tuple[int, str, str]]]:
         """Encode a chunk; returns it with its bad rows (line, column or detail, reason) in line order."""
@@ -102,7 +110,9 @@ class ProducerService:
         self.metrics.hash_seconds.observe(dt)
         if dt > 0:
             self.metrics.hash_rate.set(chunk.num_rows / dt)
-        bad = self._new_rejects(chunk.rejects_seen)
+        last_line = (self.source.line_of(chunk.first_row + chunk.num_rows - 1)
+                     if chunk.batch is not None and chunk.num_rows else None)
+        bad = self._new_rejects(last_line)
         for pos, column, reason in enc.bad:
             bad.append((self._line(chunk, pos), f"column {column}" if column else "", reason))
         bad.sort()

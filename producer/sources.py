@@ -43,7 +43,6 @@ class Chunk:
     records: list[dict[str, Any]] | None = None
     record_lines: list[int] | None = None  # line number per record (record sources)
     bytes_read: int = 0  # of the input, for progress
-    rejects_seen: int | None = None  # reader rejects up to the end of this chunk (a prefetching source)
 
     @property
     def num_rows(self) -> int:
@@ -106,7 +105,6 @@ class CsvSource:
             try:
                 with contextlib.closing(self._read()) as chunks:
                     for chunk in chunks:
-                        chunk.rejects_seen = len(self.rejects.rows)
                         if not offer(chunk):
                             return
                 offer(None)

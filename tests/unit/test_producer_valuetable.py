@@ -1,5 +1,5 @@
 """The value tables of the columnar path give the record path's indices, through growth and emptying;
-the prefetching CSV source keeps reader rejects with their own chunk."""
+the prefetching CSV source maps rows to lines and its rejects are reported with their own chunk."""
 from __future__ import annotations
 
 import numpy as np
@@ -111,23 +111,72 @@ def test_columnar_path_with_tiny_caches_agrees_with_record_path(tmp_path):
     assert set(col._tables) == {"a", "b"}
 
 
-@pytest.mark.parametrize("stop_after", [1, None])
-def test_prefetching_csv_source_keeps_rejects_with_their_chunk(tmp_path, stop_after):
+def _bad_every_1000(tmp_path):
+    """6,000 data lines (file lines 2..6001), every 1000th one with a missing column."""
     (tmp_path / "s.toml").write_text('categorical = ["a"]\n[label]\ncolumn = "y"\npositive = ["1"]\n')
     schema = load_schema(tmp_path / "s.toml")
     lines = ["a,y"] + [f"v{i},1" if i % 1000 != 999 else "bad" for i in range(6000)]
     (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
-    serial = CsvSource(tmp_path / "in.csv", schema, schema.input_columns, block_bytes=1 << 13)
-    known = [len(serial.rejects.rows) for _ in serial._read()]  # what the reader knew at each chunk
-    source = CsvSource(tmp_path / "in.csv", schema, schema.input_columns, block_bytes=1 << 13)
-    got, rows = [], 0
+    return schema, tmp_path / "in.csv"
+
+
+@pytest.mark.parametrize("stop_after", [1, None])
+def test_prefetching_csv_source_maps_rows_to_lines(tmp_path, stop_after):
+    schema, path = _bad_every_1000(tmp_path)
+    source = CsvSource(path, schema, schema.input_columns, block_bytes=1 << 13)
+    chunks, rows = 0, 0
     for chunk in source:
-        got.append(chunk.rejects_seen)
-        assert source.line_of(chunk.first_row) == int(chunk.batch.column(0)[0].as_py()[1:]) + 2
+        chunks += 1
+        # value v<i> sits on file line i + 2; the rejected lines before it are skipped over
+        col = chunk.batch.column(0)
+        for pos in (0, chunk.num_rows - 1):
+            assert source.line_of(chunk.first_row + pos) == int(col[pos].as_py()[1:]) + 2
         rows += chunk.num_rows
-        if stop_after is not None and len(got) == stop_after:
+        if stop_after is not None and chunks == stop_after:
             break  # the reader thread must stop and the file close, not hang
-    assert got == known[:len(got)]
     if stop_after is None:
-        assert rows == 5994 and len(known) > 3
+        assert rows == 5994 and chunks > 3
         assert [r[0] for r in source.rejects.rows] == [1001 + 1000 * i for i in range(6)]
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_reader_rejects_are_reported_with_their_own_chunk(tmp_path, strict):
+    """The reader thread and pyarrow parse ahead, so when a chunk is encoded the rejects of later
+    blocks may already be known; they must not count with this chunk. Under strict, exactly the
+    rows before the first bad line go out (a reject counted early would stop the run sooner)."""
+    from producer.metrics import ProducerMetrics
+    from producer.publisher import Deliveries
+    from producer.service import ProducerService
+    from producer.settings import ProducerSettings
+    from shared.errors import RecordError
+    from shared.frames import decode
+
+    class Collect:
+        def __init__(self) -> None:
+            self.frames: list[bytes] = []
+            self.stats = Deliveries()
+
+        def send(self, payload: bytes, n_records: int, key: bytes | None = None) -> None:
+            self.frames.append(payload)
+            self.stats.frames_sent += 1
+            self.stats.records_sent += n_records
+            self.stats.frames_acked += 1
+            self.stats.records_acked += n_records
+
+        def flush(self, timeout: float = 60.0) -> int:
+            return 0
+
+    schema, path = _bad_every_1000(tmp_path)
+    for _ in range(5):  # the race needed read-ahead at the right moment: give it several chances
+        pub = Collect()
+        svc = ProducerService(ProducerSettings(strict=strict, frame_records=100), make_hasher(schema, KEY),
+                              CsvSource(path, schema, schema.input_columns, block_bytes=1 << 13), pub,
+                              ProducerMetrics())
+        if strict:
+            with pytest.raises(RecordError, match="line 1001: wrong_column_count"):
+                svc.run()
+            assert sum(decode(f).n_records for f in pub.frames) == 999  # lines 2..1000, not one fewer
+        else:
+            report = svc.run()
+            assert [line for line, _, _ in report.bad_rows] == [1001 + 1000 * i for i in range(6)]
+            assert report.records_acked == 5994
