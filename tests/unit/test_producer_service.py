@@ -12,7 +12,7 @@ from producer.publisher import Deliveries
 from producer.schema import load_schema
 from producer.service import ProducerService
 from producer.settings import ProducerSettings
-from producer.sources import open_source
+from producer.sources import CsvSource, open_source
 from shared.errors import RecordError
 from shared.frames import Kind, decode
 
@@ -143,3 +143,27 @@ def test_jsonl_records_observe_batch_and_hash_histograms(tmp_path):
     assert svc.metrics.registry.get_sample_value("hb_producer_hash_seconds_count") == 1
     assert svc.metrics.registry.get_sample_value("hb_producer_batch_seconds_count") == 1
     assert len(pub.frames) == 2
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_reader_rejects_are_reported_with_their_own_chunk(tmp_path, strict):
+    """The CSV reader thread and pyarrow parse ahead, so when a chunk is encoded the rejects of
+    later blocks may already be known; they must not count with this chunk. Under strict, exactly
+    the rows before the first bad line go out (a reject counted early would stop the run sooner)."""
+    (tmp_path / "s.toml").write_text('categorical = ["a"]\n[label]\ncolumn = "y"\npositive = ["1"]\n')
+    schema = load_schema(tmp_path / "s.toml")
+    lines = ["a,y"] + [f"v{i},1" if i % 1000 != 999 else "bad" for i in range(6000)]  # bad: 1001, 2001..
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
+    for _ in range(5):  # the race needed read-ahead at the right moment: give it several chances
+        pub = FakePublisher()
+        svc = ProducerService(ProducerSettings(strict=strict, frame_records=100), make_hasher(schema, KEY),
+                              CsvSource(tmp_path / "in.csv", schema, schema.input_columns, block_bytes=1 << 13),
+                              pub, ProducerMetrics())  # type: ignore[arg-type]
+        if strict:
+            with pytest.raises(RecordError, match="line 1001: wrong_column_count"):
+                svc.run()
+            assert sum(decode(f).n_records for f in pub.frames) == 999  # lines 2..1000, not one fewer
+        else:
+            report = svc.run()
+            assert [line for line, _, _ in report.bad_rows] == [1001 + 1000 * i for i in range(6)]
+            assert report.records_acked == 5994
