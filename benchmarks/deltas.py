@@ -1,7 +1,8 @@
 """Scale-out: delta bytes per record, staleness and throughput against the number of trainer
 instances on this machine (each one worker, own shared memory, one group, --sync-deltas).
 
-``python -m benchmarks.deltas [--quick]`` writes ``benchmarks/results/deltas.json``. Throughput is
+``python -m benchmarks.deltas [--quick]`` writes ``benchmarks/results/deltas.json``;
+``--staleness`` prints the offline replay of what staleness costs in AUC instead. Throughput is
 records produced / seconds from the first accepted delta to the one that completes the stream
 (read from the deltas log's broker timestamps), so start-up and the group join are excluded. The
 apply cost per coordinate is measured apart: docs/scale-out.md turns both into a model of
@@ -148,6 +149,51 @@ def apply_cost(coords: int = 200_000, repeats: int = 5) -> float:
     return best / coords
 
 
+def staleness_replay(n: int = 2_000_000, syncs: tuple[int, ...] = (150_000, 60_000, 30_000, 15_000),
+                     bits: int = 18, k: int = 3) -> dict[int, float]:
+    """Offline, no broker: holdout AUC of ``k`` AdaGrad learners (each the frames of its share of
+    the round-robin partitions) whose deltas are summed every ``S`` records of the whole stream,
+    minus that of one learner on the whole stream. Isolates what staleness in records costs
+    (docs/scale-out.md; the 2 M instance test uses the same stream)."""
+    from benchmarks.datagen import auc
+    from shared.frames import decode
+    from trainer import kernels as K
+    from trainer.model import Hyper
+
+    spec = SpecId(Algorithm.MMH3_PUBLIC, bits, False, mmh3_key_id(0))
+    frames = [decode(f) for f in synthetic_frames(spec, n, per_frame=PER_FRAME, features=FEATURES)]
+    hold = decode(next(iter(synthetic_frames(spec, 50_000, per_frame=50_000, features=FEATURES, seed=99))))
+    hp = Hyper().array()
+
+    def learn(fs: list[Any], state: np.ndarray, bias: np.ndarray) -> None:
+        for f in fs:
+            K.adagrad_frame(state, bias, f.labels, f.offsets, f.indices, K.EMPTY_F32, K.EMPTY_F32, hp,
+                            np.zeros(K.STATS_LEN))
+
+    def score(state: np.ndarray, bias: np.ndarray) -> float:
+        m = state[hold.indices, 0].astype(np.float64).reshape(-1, FEATURES).sum(1) + bias[0]
+        return float(auc(hold.labels, m))
+
+    solo = (np.zeros((1 << bits, 2), np.float32), np.zeros(2))
+    learn(frames, *solo)
+    shares = [[f for i, f in enumerate(frames) if (i % PARTITIONS) * k // PARTITIONS == j] for j in range(k)]
+    gaps = {}
+    for sync in syncs:
+        state, bias = np.zeros((1 << bits, 2), np.float32), np.zeros(2)
+        per = max(1, sync // PER_FRAME // k)
+        for at in range(0, max(len(s) for s in shares), per):
+            deltas = []
+            for own in shares:  # each from the same merged model: one interval stale
+                st, b = state.copy(), bias.copy()
+                learn(own[at:at + per], st, b)
+                deltas.append((st - state, b - bias))
+            for d, db in deltas:
+                state += d
+                bias += db
+        gaps[sync] = score(state, bias) - score(*solo)
+    return gaps
+
+
 def run(quick: bool = False) -> dict:
     n = 300_000 if quick else 2_000_000
     figures: dict[str, Any] = {"bits": BITS, "features": FEATURES, "partitions": PARTITIONS,
@@ -169,4 +215,7 @@ def run(quick: bool = False) -> dict:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    print(run(ap.parse_args().quick))
+    ap.add_argument("--staleness", action="store_true",
+                    help="only the offline replay: AUC gap against records between merges")
+    args = ap.parse_args()
+    print(staleness_replay() if args.staleness else run(args.quick))

@@ -101,8 +101,9 @@ class DeltaSync:
     """One instance's half of the protocol, driven by the supervisor's loop (workers untouched).
 
     ``restore`` before the workers start; ``poll`` every tick (reads and decides the log; False
-    when our own delta was rejected); ``step`` while the workers are paused (adds accepted remote
-    deltas to shared memory, captures ours; False on a conflict); ``publish`` after they resumed;
+    when our own delta was rejected); ``absorb`` while the workers are paused (adds accepted
+    remote deltas to shared memory; False on a conflict); ``step`` likewise, and captures ours;
+    ``catch_up`` at a rebalance (workers' claim handover); ``publish`` after they resumed;
     ``rollback`` while they are stopped; ``cut`` says what a snapshot holds. ``copy`` always is
     the accepted cut at ``position``; ``queue`` holds accepted deltas not yet in shared memory.
     """
@@ -118,7 +119,7 @@ class DeltaSync:
         self.origin = {"model_version": 0, "deltas_next": 0}  # where this instance first started
         self.seq = 0
         self.queue: list[Delta] = []
-        self.pending: tuple[Delta, np.ndarray] | None = None  # our delta in flight, its stats
+        self.pending: tuple[Delta, np.ndarray, bytes] | None = None  # ours in flight: stats, wire
         self._unsent = False
         self.parts: dict[tuple[str, int], tuple[int, list[bytes]]] = {}
         self.peers: dict[str, float] = {}
@@ -181,16 +182,19 @@ class DeltaSync:
         self.base = a.offsets.copy()
         self.msgs_base = messages_seen(a.counters)
 
-    def catch_up(self, timeout: float = 120.0) -> None:
-        """Read and decide the log up to its current end; our delta in flight gets resolved."""
+    def catch_up(self, timeout: float = 120.0) -> bool:
+        """Read and decide the log up to its current end; our delta in flight gets resolved.
+        False when it was rejected."""
         _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=30)
         deadline = time.monotonic() + timeout
+        ok = True
         while self.position < high or self.parts:
             if time.monotonic() > deadline:
                 raise KafkaError(f"deltas: could not read {self.topic} up to offset {high}")
-            self.poll(0.5)
+            ok = self.poll(0.5) and ok
         if self.pending is not None and not self._unsent:
             raise KafkaError("deltas: our own delta is not in the log")
+        return ok
 
     def cut(self) -> dict[str, Any] | None:
         """Snapshot fields beside ``copy``; None while a delta is half read (retry later)."""
@@ -216,6 +220,9 @@ class DeltaSync:
                 self.parts[key] = (first, chunks)
                 continue
             self.parts.pop(key, None)
+            if self.pending is not None and key == (self.instance, self.pending[0].seq):
+                ok = self._decide(self.pending[0]) and ok  # ours read back: no need to decode it
+                continue
             try:
                 d = decode_delta(b"".join(chunks), self.a.state.shape[0])
             except DeltaError as exc:
@@ -240,21 +247,20 @@ class DeltaSync:
             self.queue.append(d)
         return True
 
-    # --- one sync, workers paused at a batch boundary ---
+    # --- one sync, workers paused between two messages ---
     def due(self, seconds: float, records: int) -> bool:
         return self.pending is None and (time.monotonic() - self.last_sync >= seconds or
                                          self.a.records() - int(self.stats_copy[0]) >= records)
 
-    def step(self, exact: bool = False) -> bool:
-        """Add accepted remote deltas to shm, capture ours; False: a conflict, roll back.
+    def absorb(self) -> bool:
+        """Workers paused: add the accepted remote deltas read so far to shm, their partitions'
+        ends to the shared offsets and to our base (we did not learn those records); False when
+        one claims a partition we learned since our last sync (a conflict: roll back).
 
-        Ours is float16 while it has records, else (idle, or ``exact``: the final one) float32:
-        what rounding or the hold threshold leaves out stays in ``state - copy`` and goes with
-        the next delta, so once every instance is idle all accepted cuts are the same model."""
+        Called as soon as a remote delta is read, not only at our own sync: staleness (learning
+        from a model that lacks the peers' recent records) is what costs accuracy."""
         a = self.a
-        offsets = a.offsets.copy()
-        msgs = messages_seen(a.counters)
-        mine = {int(p) for p in np.flatnonzero(offsets != self.base)}
+        mine = {int(p) for p in np.flatnonzero(a.offsets != self.base)}
         now = time.time()
         for d in self.queue:
             if mine & d.claims.keys():
@@ -262,9 +268,24 @@ class DeltaSync:
                 return False
             _add(d, a.state, a.bias)
             for p, (_, e) in d.claims.items():
-                a.offsets[p] = e
+                a.offsets[p] = self.base[p] = e
             self.m.delta_applied(now - d.created_at, self._divergence(d))
         self.queue = []
+        return True
+
+    def step(self, exact: bool = False) -> bool:
+        """Absorb accepted remote deltas, capture ours; False: a conflict, roll back.
+
+        Ours is float16 while it has records, else (idle, or ``exact``: the final one) float32:
+        what rounding or the hold threshold leaves out stays in ``state - copy`` and goes with
+        the next delta, so once every instance is idle all accepted cuts are the same model."""
+        if not self.absorb():
+            return False
+        a = self.a
+        offsets = a.offsets.copy()
+        msgs = messages_seen(a.counters)
+        mine = {int(p) for p in np.flatnonzero(offsets != self.base)}
+        now = time.time()
         claims = {p: (int(self.base[p]), int(offsets[p])) for p in mine}
         claimed = sum(e - max(s, 0) for s, e in claims.values())
         if claimed != msgs - self.msgs_base or not self.ledger.fits(claims):
@@ -276,22 +297,22 @@ class DeltaSync:
         if claims and not exact:  # idle (no records): the residual goes out exact, once
             idx, vals, scale = quantise(idx, vals)
         stats = merge(a.stats)
-        self.base = a.offsets.copy()
+        self.base = offsets
         self.msgs_base = msgs
         self.last_sync = time.monotonic()
         if claims or idx.size or now - self.last_sent >= 5.0:  # an empty delta is a heartbeat
             self.seq += 1
             d = Delta(self.instance, self.seq, int(stats[0] - self.stats_copy[0]), claims, idx,
                       vals, a.bias - self.copy_bias, a.state[self.sample, 0].copy(), now, scale)
-            self.pending, self._unsent = (d, stats), True
+            self.pending, self._unsent = (d, stats, encode_delta(d)), True  # encoded while paused
         return True
 
     def publish(self) -> None:
-        """After the workers resumed: send the captured delta (in parts if large) and flush."""
+        """After the workers resumed: send the captured delta (in parts if large) and flush.
+        Encoding is done in ``step``: the workers learn beyond the bound only while this sends."""
         if self.pending is None or not self._unsent:
             return
-        d = self.pending[0]
-        blob = encode_delta(d)
+        d, _, blob = self.pending
         n = max(1, -(-len(blob) // CHUNK_BYTES))
         for i in range(n):
             headers = [("hb.instance", d.instance.encode()), ("hb.seq", str(d.seq).encode()),

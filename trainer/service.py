@@ -8,8 +8,9 @@ Exactly-once protocol (the worker's half; docs/trainer.md has the whole):
 2. On assignment (``on_assign``, which runs inside ``consume``, i.e. at a batch boundary) each
    partition starts at the shared offset, or at the beginning when there is none. So a
    partition handed over by a rebalance resumes exactly where the shared model stands.
-3. At the top of every loop turn (a batch boundary) a worker that sees the pause word set
-   acknowledges the pause epoch and waits; the supervisor snapshots while all are paused.
+3. Between two messages (at the top of every loop turn and inside a batch, so a pause waits
+   for one frame, not a batch of them) a worker that sees the pause word set acknowledges the
+   pause epoch and waits; the supervisor snapshots (or syncs deltas) while all are paused.
 4. A worker killed mid-batch may leave model and offsets disagreeing; the supervisor then stops
    all workers, reloads the last snapshot into shared memory and starts fresh workers, so the
    torn state is discarded. Offsets committed to Kafka are for lag monitoring only.
@@ -37,6 +38,9 @@ from trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 SERVICE = "trainer"
+HANDOVER_TIMEOUT = 60.0  # seconds a rebalance callback waits for the supervisor's claim handover
+# scale-out gate shared with the supervisor (a small multiprocessing array of int64):
+G_ASKED, G_DONE, G_LIMIT, G_LEN = range(4)  # handovers asked, handovers done, record bound
 
 
 def die_with_parent() -> None:
@@ -64,8 +68,10 @@ class Worker:
     """One consumer-group member learning into shared arrays; ``run`` returns when stopped."""
 
     def __init__(self, settings: TrainerSettings, arrays: S.SharedArrays, index: int,
-                 consumer: Any, dlq_producer: Any, parent_pid: int | None = None) -> None:
+                 consumer: Any, dlq_producer: Any, parent_pid: int | None = None,
+                 gate: Any = None) -> None:
         self.s, self.a, self.index = settings, arrays, index
+        self.gate = gate  # scale-out only (--sync-deltas): G_* words shared with the supervisor
         self.consumer, self.dlq = consumer, dlq_producer
         self.topic = settings.kafka.topics.train
         self.hp = settings.hyper.array()
@@ -97,6 +103,7 @@ class Worker:
 
     # --- rebalance callbacks: they run inside consume(), i.e. at a batch boundary ---
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._hand_over()  # the previous owners' claims are in the log: start where they ended
         for tp in partitions:
             off = int(self.a.offsets[tp.partition])
             tp.offset = off if off >= 0 else OFFSET_BEGINNING
@@ -105,13 +112,47 @@ class Worker:
         consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._hand_over()  # our claims go into the log before the group can move the partitions
+        self._on_lost(consumer, partitions)
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.assigned.discard(tp.partition)
         log.info("worker %d revoked partitions %s", self.index, sorted(tp.partition for tp in partitions))
 
     def subscribe(self) -> None:
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                on_lost=self._on_revoke)
+                                on_lost=self._on_lost)
+
+    def _hand_over(self) -> None:
+        """Scale-out (docs/scale-out.md): block this rebalance callback until the supervisor has
+        settled the claims (published ours at a revoke; read everyone's and moved the shared
+        offsets to the accepted ends at an assign). An eager rebalance assigns only after every
+        member has rejoined, i.e. after every revoke callback returned, so the new owner of a
+        partition starts exactly where its old owner's claim ended: no conflict, no rollback.
+        Not when stopping (the supervisor's final delta covers that) nor for lost partitions
+        (another member may own them already); a timeout falls back to conflict detection."""
+        g = self.gate
+        if g is None or self._stopping():
+            return
+        with g.get_lock():
+            g[G_ASKED] += 1
+            want = g[G_ASKED]
+        if not self._wait(lambda: g[G_DONE] < want, HANDOVER_TIMEOUT):
+            log.warning("worker %d: no claim handover within %.0f s", self.index, HANDOVER_TIMEOUT)
+
+    def _wait(self, blocked: Any, timeout: float | None = None) -> bool:
+        """Wait while ``blocked()``, between two messages, so acknowledging pauses meanwhile;
+        False on timeout. Returns early when stopping."""
+        c = self.a.control
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while blocked() and not self._stopping():
+            if c[S.C_PAUSE]:
+                c[S.C_ACK + self.index] = int(c[S.C_EPOCH])
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
+        return True
 
     def _pause_if_asked(self) -> None:
         c = self.a.control
@@ -154,6 +195,15 @@ class Worker:
         learned, kernel_s, dead, nbytes = 0, 0.0, False, 0
         stored: dict[int, int] = {}
         for m in msgs:
+            if self.a.control[S.C_PAUSE]:  # model and offsets agree between messages: pause here
+                self._pause_if_asked()
+                if self._stopping():
+                    break  # the rest of the batch is not learned and its offsets stay put
+            if self.gate is not None and self.a.records() >= self.gate[G_LIMIT]:
+                # bounded staleness: wait until the supervisor has our learning accepted in the log
+                self._wait(lambda: self.a.records() >= self.gate[G_LIMIT])
+                if self._stopping():
+                    break
             err = m.error()
             if err is not None:
                 if err.code() != ConfluentKafkaError._PARTITION_EOF:
@@ -256,7 +306,8 @@ def warm_up(kernel: Any, hp: np.ndarray) -> None:
                np.zeros(K.STATS_LEN))
 
 
-def worker_main(settings: TrainerSettings, handle: S.ShmHandle, index: int, parent_pid: int) -> None:
+def worker_main(settings: TrainerSettings, handle: S.ShmHandle, index: int, parent_pid: int,
+                gate: Any = None) -> None:
     """Process entry point (spawned): attach, consume until the stop word or a signal, leave."""
     die_with_parent()
     if os.getppid() != parent_pid:
@@ -278,7 +329,8 @@ def worker_main(settings: TrainerSettings, handle: S.ShmHandle, index: int, pare
                 log.warning("dead letter not delivered: %s", err)
 
         worker = Worker(settings, arrays, index, consumer,
-                        make_producer(settings.kafka, on_delivery=delivered), parent_pid=parent_pid)
+                        make_producer(settings.kafka, on_delivery=delivered), parent_pid=parent_pid,
+                        gate=gate)
         signal.signal(signal.SIGTERM, lambda *_: worker.stop())
         # join the group only when every worker is ready: one rebalance instead of N
         arrays.control[arrays.ready_word(index)] = 1

@@ -128,7 +128,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sync-deltas", action="store_true",
                    help="scale out: merge with the other instances of --group through the deltas topic")
     p.add_argument("--sync-seconds", type=float, default=2.0, help="publish a delta every T seconds")
-    p.add_argument("--sync-records", type=int, default=1_000_000, help="... or every K records")
+    p.add_argument("--sync-records", type=int, default=1_000_000,
+                   help="... or every K records; the workers learn at most 2 K records beyond what "
+                        "the log has accepted from this instance (bounded staleness)")
     p.add_argument("--instance-id", help="instance id in the deltas (env HASHBRIDGE_INSTANCE_ID; "
                    "default: the one in the snapshot, else hostname-pid)")
     return p

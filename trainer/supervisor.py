@@ -6,7 +6,7 @@ Exactly-once protocol (the supervisor's half; docs/trainer.md has the whole):
   progressive stats, record count, every partition's next offset, the adopted spec), then start
   the workers, which seek each assigned partition to the shared offset.
 * Checkpoint (every K records or T seconds): raise the pause word with a new epoch; each worker
-  acknowledges at its next batch boundary and waits; copy all arrays; lower the word; write the
+  acknowledges between two messages and waits; copy all arrays; lower the word; write the
   copy atomically; publish the model. The copy is consistent because no worker is mid-batch.
 * A worker that exits non-zero (killed, crashed) may have updated weights without recording its
   offsets: stop every worker, reload the last snapshot into shared memory, start fresh workers.
@@ -36,7 +36,8 @@ from trainer.deltas import TOPIC_CONFIG, DeltaSync, default_instance_id
 from trainer.base import load_base, publish_model
 from trainer.metrics import TrainerMetrics
 from trainer.progressive import Curve, Progress, merge, summarize
-from trainer.service import spec_from_control, spec_to_control, worker_main
+from trainer.service import G_ASKED, G_DONE, G_LEN, G_LIMIT, spec_from_control, spec_to_control
+from trainer.service import worker_main
 from trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ class Supervisor:
         self._last_curve_records = 0
         self._curve = Curve(settings.workers) if settings.curve_records else None
         self.sync: DeltaSync | None = None  # --sync-deltas (docs/scale-out.md)
+        # workers' rebalance callbacks ask for a claim handover; their record bound (service.py)
+        self._gate = self._ctx.Array("q", G_LEN) if settings.sync_deltas else None
 
     def stop(self) -> None:
         self._stop = True
@@ -109,7 +112,8 @@ class Supervisor:
         assert self.arrays is not None
         self.arrays.control[self.arrays.ready_word(index)] = 0
         p = self._ctx.Process(target=worker_main, name=f"trainer-worker-{index}",
-                              args=(self.s, self.arrays.handle, index, os.getpid()), daemon=True)
+                              args=(self.s, self.arrays.handle, index, os.getpid(), self._gate),
+                              daemon=True)
         p.start()
         return p
 
@@ -165,7 +169,7 @@ class Supervisor:
 
     # --- checkpoints ---
     def _pause(self) -> bool:
-        """Pause every worker at a batch boundary; False if one died meanwhile."""
+        """Pause every worker between two messages; False if one died meanwhile."""
         c = self.arrays.control  # type: ignore[union-attr]
         epoch = int(c[S.C_EPOCH]) + 1
         c[S.C_EPOCH] = epoch
@@ -195,7 +199,7 @@ class Supervisor:
                 last.records, last.offsets, last.spec, last.sync):
             return last  # nothing learned since: no new version
         if self._publisher is not None:
-            ckpt = _with_version(ckpt, max(ckpt.version, self._publisher.last_version + 1))
+            ckpt = dataclasses.replace(ckpt, version=max(ckpt.version, self._publisher.last_version + 1))
         write_checkpoint(self.s.checkpoint_dir, ckpt, self.s.keep_snapshots)
         self.version, self.last = ckpt.version, ckpt
         dt = time.perf_counter() - t0
@@ -281,7 +285,8 @@ class Supervisor:
                 prior = (ckpt.sync or {}).get("instance") if ckpt is not None else None
                 instance = s.instance_id or prior or default_instance_id()
                 self.sync = DeltaSync(s, self.arrays, self.metrics, instance)
-                stack.callback(self._close_sync)
+                stack.callback(setattr, self, "sync", None)
+                stack.callback(self.sync.close)
                 self.sync.restore(ckpt)
             collector = self.metrics.attach(self.arrays, s.kafka.topics.train)
             stack.callback(self.metrics.registry.unregister, collector)
@@ -312,10 +317,7 @@ class Supervisor:
                     break
                 now = time.monotonic()
                 if released and self.sync is not None:
-                    if not self.sync.poll():
-                        self._rollback("our delta was rejected")
-                    elif self.sync.due(s.sync_seconds, s.sync_records):
-                        self._sync_step()
+                    self._sync_tick()
                 if released and (n - last_ckpt_n >= s.checkpoint_records
                                  or now - last_ckpt_t >= s.checkpoint_seconds):
                     if self.checkpoint() is not None:
@@ -323,26 +325,53 @@ class Supervisor:
                 if now - last_report_t >= s.report_seconds:
                     self.report()
                     last_report_t = now
-            self._stop_workers()
             if self.sync is not None:
                 self._final_sync()
+            self._stop_workers()
             self.report()
             return self.checkpoint(live=False) or self.last
 
     # --- scale-out (docs/scale-out.md): the workers never know ---
-    def _sync_step(self) -> None:
-        """Pause at a batch boundary, add remote deltas and capture ours, resume, publish."""
+    def _sync_step(self, publish: bool = True, read: bool = False) -> None:
+        """Pause between two messages; with ``read`` first read the log to its end (our delta in
+        flight gets decided); add remote deltas (and capture ours); resume; publish."""
         assert self.sync is not None and self.arrays is not None
         if not self._pause():
             return
+        cause = None
         try:
-            ok = self.sync.step()
+            if read and not self.sync.catch_up():
+                cause = "our delta was rejected"
+            elif not (self.sync.step() if publish else self.sync.absorb()):
+                cause = "claims conflict"
         finally:
             self.arrays.control[S.C_PAUSE] = 0
-        if ok:
+        if cause is not None:
+            self._rollback(cause)
+        elif publish:
             self.sync.publish()
-        else:
-            self._rollback("claims conflict")
+
+    def _sync_tick(self) -> None:
+        """Bound the workers (bounded staleness: at most 2 K records beyond our accepted cut);
+        serve a claim handover (a worker's rebalance callback waits: read the log to its end,
+        since every member that had partitions revoked published its claims before the group
+        could assign them, then sync at once); else read the log, sync when due, and add a
+        peer's delta to shared memory as soon as it is read."""
+        sy, g, s = self.sync, self._gate, self.s
+        assert sy is not None and g is not None
+        g[G_LIMIT] = int(sy.stats_copy[0]) + 2 * s.sync_records
+        if g[G_DONE] < g[G_ASKED]:
+            want = g[G_ASKED]
+            try:
+                self._sync_step(read=True)
+            finally:
+                g[G_DONE] = max(g[G_DONE], want)
+        elif not sy.poll():
+            self._rollback("our delta was rejected")
+        elif sy.due(s.sync_seconds, s.sync_records):
+            self._sync_step()
+        elif sy.queue:
+            self._sync_step(publish=False)
 
     def _rollback(self, cause: str) -> None:
         """Our unpublished (or rejected) learning overlaps an accepted delta: relearn from the cut."""
@@ -356,13 +385,17 @@ class Supervisor:
         self.procs = [self._start_worker(i) for i in range(self.s.workers)]
 
     def _final_sync(self) -> None:
-        """Workers stopped: publish what is left and wait for the verdict, so the cut has it."""
+        """Stopping: the last delta (exact) while the workers are paused, so whoever takes their
+        partitions starts at our final claims; then wait for its verdict, so the cut has it."""
         assert self.sync is not None
-        self.sync.poll()
-        if self.sync.step(exact=True):  # exact: the float16 residual goes out too
+        released = bool(self.procs) and bool(self.arrays.control[S.C_GO])  # type: ignore[union-attr]
+        if not (released and self._pause()):
+            self._stop_workers()  # not in the group yet, or a worker died: nothing to pause
+        if self.sync.catch_up() and self.sync.step(exact=True):
             self.sync.publish()
         else:
             log.warning("deltas: final delta conflicts; its records are left to the other instances")
+        self._stop_workers()
         self.sync.catch_up()
 
     def _capture_cut(self) -> Checkpoint | None:
@@ -375,12 +408,3 @@ class Supervisor:
                           sy.copy.copy(), sy.copy_bias.copy(), sy.stats_copy.copy(), self.s.hyper,
                           spec_from_control(self.arrays.control, self.s.bits), time.time(), cut)
 
-    def _close_sync(self) -> None:
-        if self.sync is not None:
-            self.sync.close()
-            self.sync = None
-
-
-def _with_version(ckpt: Checkpoint, version: int) -> Checkpoint:
-    return Checkpoint(version, ckpt.topic, ckpt.offsets, ckpt.state, ckpt.bias, ckpt.stats,
-                      ckpt.hyper, ckpt.spec, ckpt.created_at, ckpt.sync)

@@ -1,16 +1,27 @@
-"""Deltas without a broker: the codec, the acceptance ledger, the diff of touched coordinates."""
+"""Deltas without a broker: the codec, the acceptance ledger, the diff of touched coordinates,
+absorbing peers' deltas into shared memory and the workers' staleness bound."""
 from __future__ import annotations
+
+import multiprocessing as mp
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from shared.hashspec import Algorithm, SpecId, mmh3_key_id
+from shared.settings import KafkaSettings, Topics
+from tests.unit.test_trainer_state import FakeConsumer, FakeMsg, FakeProducer, frame
+from trainer import shm as S
 from trainer.base import base_checkpoint, decode_state, encode_state, publish_model
 from trainer.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from trainer.deltacodec import HOLD, quantise
-from trainer.deltas import Delta, DeltaError, Ledger, accept, decode_delta, diff_delta, encode_delta
+from trainer.deltas import (Delta, DeltaError, DeltaSync, Ledger, accept, decode_delta, diff_delta,
+                            encode_delta)
 from trainer.kernels import STATS_LEN
+from trainer.metrics import TrainerMetrics
 from trainer.model import Hyper
+from trainer.service import G_LEN, G_LIMIT, Worker
+from trainer.settings import TrainerSettings
 
 
 SPEC = SpecId(Algorithm.MMH3_PUBLIC, 8, False, mmh3_key_id(0))
@@ -213,3 +224,58 @@ def test_state_blob_roundtrip_and_validation():
     np.testing.assert_array_equal(b, bias)
     with pytest.raises(ValueError):
         decode_state(encode_state(state, bias), 5)
+
+
+def sync_on(a, instance: str = "me"):
+    """A DeltaSync over shared arrays; its Kafka clients are created but never used here."""
+    settings = TrainerSettings(kafka=KafkaSettings(bootstrap="127.0.0.1:1", topics=Topics("t.")),
+                               bits=a.handle.bits, workers=1, sync_deltas=True)
+    return DeltaSync(settings, a, TrainerMetrics(CollectorRegistry()), instance)
+
+
+def test_absorb_moves_remote_ends_so_our_next_claims_are_ours_only():
+    """A peer's accepted delta goes into shared memory at once (not at our next sync) with its
+    partitions' ends; our next delta then claims only what our workers learned, from our base."""
+    with S.SharedState(bits=8, workers=1, partitions=4) as a:
+        sync = sync_on(a)
+        try:
+            a.offsets[0] = 5  # our worker learned partition 0 from its start: 5 messages
+            a.counters[0, S.W_FRAMES] = 5
+            a.state[1] = 1.0
+            peer = Delta("peer", 1, 70, {2: (-1, 7)}, np.array([3], np.uint32),
+                         np.array([[0.25, 0.5]], np.float32), np.array([0.1, 0.0]),
+                         np.zeros(0, np.float32), 0.0)
+            assert sync._decide(peer) and sync.queue == [peer]
+            assert sync.absorb() and not sync.queue
+            assert a.offsets[2] == 7 and sync.base[2] == 7 and a.state[3, 0] == 0.25
+            assert sync.step()
+            mine = sync.pending[0]
+            assert mine.claims == {0: (-1, 5)}  # not the peer's partition 2
+            assert list(mine.index) == [1]  # the peer's coordinate is in copy, not in our delta
+            assert decode_delta(sync.pending[2]).claims == mine.claims  # encoded while paused
+            # a peer claiming a partition we learned since our last sync: a conflict
+            a.offsets[0], a.counters[0, S.W_FRAMES] = 8, 8
+            assert sync._decide(Delta("peer", 2, 10, {0: (5, 8)}, np.zeros(0, np.uint32),
+                                      np.zeros((0, 2), np.float32), np.zeros(2),
+                                      np.zeros(0, np.float32), 0.0))
+            assert not sync.absorb()
+        finally:
+            sync.close()
+
+
+def test_worker_stops_at_the_record_bound_between_frames():
+    """Bounded staleness: past the supervisor's record bound a worker learns no further frame
+    (it waits, acknowledging pauses, until our deltas are accepted); offsets stay with the model."""
+    spec = SpecId(Algorithm.MMH3_PUBLIC, 10, False, b"\x01" * 8)
+    rng = np.random.default_rng(3)
+    settings = TrainerSettings(kafka=KafkaSettings(topics=Topics("t.")), bits=10, workers=1,
+                               spec=spec, sync_deltas=True)
+    gate = mp.get_context("spawn").Array("q", G_LEN)
+    gate[G_LIMIT] = 10
+    with S.SharedState(bits=10, workers=1, partitions=4) as a:
+        w = Worker(settings, a, 0, FakeConsumer([]), FakeProducer(), gate=gate)
+        a.control[S.C_STOP] = 1  # the bound holds the worker until then: the wait must end
+        msgs = [FakeMsg(frame(spec, 10, rng), 1, o) for o in range(3)]
+        assert w.process(msgs) == 10
+        assert a.records() == 10 and list(a.offsets) == [-1, 1, -1, -1]
+        del w
