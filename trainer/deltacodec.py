@@ -19,6 +19,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from shared.errors import HashbridgeError
@@ -52,11 +53,26 @@ class Delta:
     scale: tuple[int, int] | None = None
 
 
+@numba.njit(cache=True, nogil=True)
+def _touched(state: np.ndarray, copy: np.ndarray, out: np.ndarray) -> int:
+    """Rows of ``state - copy`` with a non-zero change into ``out``; returns how many."""
+    n = 0
+    for j in range(state.shape[0]):
+        if state[j, 0] - copy[j, 0] != 0 or state[j, 1] - copy[j, 1] != 0:
+            out[n] = j
+            n += 1
+    return n
+
+
 def diff_delta(state: np.ndarray, copy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Touched coordinates (weight or accumulator changed) and their float32 changes."""
-    d = state - copy
-    idx = np.flatnonzero((d != 0).any(axis=1)).astype(np.uint32)
-    return idx, d[idx]
+    """Touched coordinates (weight or accumulator changed) and their float32 changes.
+
+    One pass over both arrays in numba, then the changes of the touched rows only: the numpy
+    form (``state - copy`` whole, a mask, ``any``) made three model-sized temporaries and cost
+    the supervisor ~91 ms per delta at 2^22 buckets (~22 at 2^20), with the workers paused."""
+    out = np.empty(state.shape[0], np.uint32)  # pages only touched as far as written
+    idx = out[:_touched(state, copy, out)].copy()
+    return idx, state[idx] - copy[idx]
 
 
 def quantise(index: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
