@@ -32,6 +32,8 @@ POM = RUNTIME_FILES / "pom.xml"
 LOG4J_CONFIG = RUNTIME_FILES / "log4j2.properties"
 # C1 only: a test/demo broker starts in about half the CPU time and leaves the cores to the
 # trainer; HASHBRIDGE_KAFKA_JVM_OPTS is appended, so "-XX:TieredStopAtLevel=4" brings C2 back.
+# A long-lived broker wants C2: once warm it takes about half the CPU per request (the benchmark
+# harness starts one so and warms it up first: benchmarks/brokerjit.py, docs/benchmarks.md).
 JVM_OPTS = (
     "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:TieredStopAtLevel=1",
     "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
