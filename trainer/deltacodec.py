@@ -64,6 +64,17 @@ def _touched(state: np.ndarray, copy: np.ndarray, out: np.ndarray) -> int:
     return n
 
 
+@numba.njit(cache=True, nogil=True)
+def add_rows(state: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
+    """``state[index] += values`` for a delta's strictly increasing ``index`` (so no row twice):
+    the same float32 sums as numpy's fancy-index add, which cost the supervisor ~18% of its
+    time with peers' deltas of ~10^5-10^6 rows arriving several times a second."""
+    for k in range(index.shape[0]):
+        j = index[k]
+        state[j, 0] += values[k, 0]
+        state[j, 1] += values[k, 1]
+
+
 def diff_delta(state: np.ndarray, copy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Touched coordinates (weight or accumulator changed) and their float32 changes.
 

@@ -34,7 +34,7 @@ from confluent_kafka import Consumer, TopicPartition
 from shared.clients import MAX_MESSAGE_BYTES, make_producer
 from shared.errors import KafkaError
 from trainer import shm as S
-from trainer.deltacodec import Delta, DeltaError, decode_delta, diff_delta, encode_delta, quantise
+from trainer.deltacodec import Delta, DeltaError, add_rows, decode_delta, diff_delta, encode_delta, quantise
 from trainer.progressive import merge
 
 __all__ = ["Delta", "DeltaError", "DeltaSync", "Ledger", "accept", "decode_delta", "diff_delta",
@@ -343,5 +343,5 @@ class DeltaSync:
 
 def _add(d: Delta, state: np.ndarray, bias: np.ndarray) -> None:
     if d.index.size:
-        state[d.index] += d.values
+        add_rows(state, d.index, np.ascontiguousarray(d.values, np.float32).reshape(-1, 2))
     bias += d.bias

@@ -15,6 +15,7 @@ from trainer import shm as S
 from trainer.base import base_checkpoint, decode_state, encode_state, publish_model
 from trainer.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from trainer.deltacodec import HOLD, quantise
+from trainer.deltacodec import add_rows
 from trainer.deltas import (Delta, DeltaError, DeltaSync, Ledger, accept, decode_delta, diff_delta,
                             encode_delta)
 from trainer.kernels import STATS_LEN
@@ -104,6 +105,17 @@ def test_diff_delta_matches_the_numpy_reference():
     idx, vals = diff_delta(state, copy)
     assert idx.dtype == np.uint32 and idx.tolist() == want.tolist()
     np.testing.assert_array_equal(vals, d[want])
+
+
+def test_add_rows_matches_numpy_fancy_add():
+    rng = np.random.default_rng(6)
+    state = rng.normal(size=(2048, 2)).astype(np.float32)
+    idx = np.sort(rng.choice(2048, 500, replace=False)).astype(np.uint32)
+    vals = rng.normal(size=(500, 2)).astype(np.float32)
+    want = state.copy()
+    want[idx] += vals
+    add_rows(state, idx, vals)
+    np.testing.assert_array_equal(state, want)
 
 
 def test_checkpoint_sync_field_roundtrip_and_old_files(tmp_path):
