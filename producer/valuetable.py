@@ -23,10 +23,10 @@ import numpy as np
 import pyarrow as pa
 from llvmlite import ir
 from numba import config, types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 from producer.blake2 import KeyedBlake2, digest_one
+from shared.prefetch import prefetch_read
 
 ABSENT = -1  # entry code of a value that gives no feature (missing, no missing token)
 _M1, _M2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB93FE53B6389)
@@ -54,33 +54,11 @@ def _load64_jit(typingctx, data, at):
     return types.uint64(data, at), codegen
 
 
-@intrinsic
-def _prefetch_jit(typingctx, slots, row):
-    """A hint to bring ``slots[row]`` into cache; never faults, no result."""
-    def codegen(context, builder, sig, args):
-        aryty = sig.args[0]
-        arr = context.make_array(aryty)(context, builder, args[0])
-        zero = context.get_constant(types.intp, 0)
-        ptr = cgutils.get_item_pointer(context, builder, aryty, arr, [args[1]] + [zero] * (aryty.ndim - 1),
-                                       wraparound=False)
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])  # read, keep, data
-        return context.get_dummy_value()
-    return types.void(slots, types.intp), codegen
-
-
 def _load64_py(data: np.ndarray, at: int) -> np.uint64:  # NUMBA_DISABLE_JIT (coverage)
     return np.uint64(int.from_bytes(data[at:at + 8].tobytes(), "little"))
 
 
-def _prefetch_py(slots: np.ndarray, row: int) -> None:  # NUMBA_DISABLE_JIT: a prefetch is only a hint
-    pass
-
-
 _load64 = _load64_py if config.DISABLE_JIT else _load64_jit
-_prefetch = _prefetch_py if config.DISABLE_JIT else _prefetch_jit
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -196,7 +174,7 @@ def _probe(col: tuple, out: tuple, table: tuple, keyed: tuple, start: int) -> in
             while b > a and _space(data[b - 1]):
                 b -= 1
             key, h = _key(data, a, b)
-            _prefetch(slots, h & smask)
+            prefetch_read(slots, h & smask)
             ahead[i - c, 0], ahead[i - c, 1], ahead[i - c, 2], ahead[i - c, 3] = a, b, key, h
         for i in range(c, stop):
             a, b, key, h = np.int64(ahead[i - c, 0]), np.int64(ahead[i - c, 1]), ahead[i - c, 2], ahead[i - c, 3]

@@ -39,10 +39,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from llvmlite import ir
-from numba import config, njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
+
+from shared.prefetch import prefetch_write
 
 CACHE = True
 # deterministic for one compiled binary (no "reassoc": summation order is fixed), so restarts
@@ -64,38 +63,12 @@ HIST_NEG = HIST_POS + N_BINS
 STATS_LEN = HIST_NEG + N_BINS
 
 
-def _prefetch_py(state, j):  # NUMBA_DISABLE_JIT (coverage): a prefetch is only a hint
-    pass
-
-
-@intrinsic
-def _prefetch_jit(typingctx, state, j):
-    """``prefetchw`` the cache line of ``state[j, 0]`` (C-contiguous 2-D array): a hint only."""
-    def codegen(context, builder, signature, args):
-        aty, jty = signature.args
-        ary = context.make_array(aty)(context, builder, args[0])
-        jj = context.cast(builder, args[1], jty, types.intp)
-        ptr = cgutils.get_item_pointer(context, builder, aty, ary,
-                                       [jj, context.get_constant(types.intp, 0)],
-                                       wraparound=False, boundscheck=False)
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
-            ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8")
-        # rw=1 (for write), locality=3 (keep in all levels), data cache
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(1), i32(3), i32(1)])
-        return context.get_dummy_value()
-    return types.void(state, j), codegen
-
-
-_prefetch = _prefetch_py if config.DISABLE_JIT else _prefetch_jit
-
-
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
 def _prefetch_row(state, offsets, indices, i, n):
     """Start loading the coordinates of row ``i`` (if any) without waiting for them."""
     if i < n:
         for k in range(offsets[i], offsets[i + 1]):
-            _prefetch(state, indices[k])
+            prefetch_write(state, indices[k])
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
