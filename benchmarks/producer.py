@@ -239,6 +239,8 @@ def _notes(figures: dict[str, Any]) -> list[str]:
 
 
 def run(quick: bool = False) -> dict:
+    import atexit
+    import shutil
     import tempfile
 
     bootstrap = os.environ.get("HASHBRIDGE_BOOTSTRAP", "localhost:19092")
@@ -246,6 +248,7 @@ def run(quick: bool = False) -> dict:
     repeats = 1 if quick else 3
     path = _data(n)
     tmp = Path(tempfile.mkdtemp(prefix="hb-bench-producer-"))
+    atexit.register(shutil.rmtree, tmp, True)  # a throwaway key and schema: not left in /tmp
     schema, key = _setup(tmp, bootstrap)
     figures: dict[str, Any] = {"rows": n, "fields": 20, "bits": 20, "frame_records": 4096,
                                "input_bytes": path.stat().st_size}
