@@ -8,6 +8,7 @@ join are excluded and reported apart); shared-memory counters say where a worker
 from __future__ import annotations
 
 import argparse
+import mmap
 import os
 import statistics
 import tempfile
@@ -20,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import timed, write_result
+from benchmarks.hosttune import shm_huge_pages
+from shared import hugepages
 from shared.clients import ensure_topics, make_admin
 from shared.frames import decode
 from shared.hashspec import Algorithm, SpecId, mmh3_key_id
@@ -36,27 +39,47 @@ SPEC = SpecId(Algorithm.MMH3_PUBLIC, BITS, False, mmh3_key_id(0))
 GOAL_TWO_WORKERS, GOAL_KERNEL = 5e6, 8e6
 
 
-def kernel_alone(n_records: int, repeats: int) -> dict[str, Any]:
-    """One core, frames decoded once (zero-copy views), state filled so pages are real."""
-    frames = [decode(f) for f in synthetic_frames(SPEC, n_records, PER_FRAME, FEATURES, seed=9)]
+def filled_state(bits: int, huge: bool) -> np.ndarray:
+    """A model state with every page written (fresh zero pages read too fast), on huge pages
+    (numpy asks for them for large arrays, as the trainer's block does where ``/dev/shm`` allows
+    them) or held on plain 4 KiB pages (``MADV_NOHUGEPAGE``), as the block is elsewhere."""
+    state = np.empty((1 << bits, 2), np.float32)
+    if not huge:
+        buf = mmap.mmap(-1, state.nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        buf.madvise(mmap.MADV_NOHUGEPAGE)
+        state = np.frombuffer(buf, np.float32).reshape(state.shape)
     rng = np.random.default_rng(0)
-    state = rng.uniform(-1e-3, 1e-3, (1 << BITS, 2)).astype(np.float32)
-    state[:, 1] = rng.uniform(0.5, 2.0, 1 << BITS)
-    bias, stats, hp = np.zeros(2), np.zeros(K.STATS_LEN), Hyper().array()
+    state[:, 0] = rng.uniform(-1e-3, 1e-3, 1 << bits)
+    state[:, 1] = rng.uniform(0.5, 2.0, 1 << bits)
+    return state
 
-    def once() -> None:
-        for f in frames:
-            K.adagrad_frame(state, bias, f.labels, f.offsets, f.indices, K.EMPTY_F32, K.EMPTY_F32, hp, stats)
 
-    once()  # compile / load the cache
-    t = timed(once, repeats)
-    rates = [n_records / w for w in t["all"]]
-    cpu_rates = [n_records / c for c in t["cpu_all"] if c > 0]
-    return {"records": n_records, "rate_median": statistics.median(rates), "rate_min": min(rates),
-            "rate_max": max(rates), "seconds": t["all"],
-            # per CPU second: what the kernel does with the core time it actually got
-            "cpu_rate_median": statistics.median(cpu_rates) if cpu_rates else None,
-            "cpu_rate_min": min(cpu_rates, default=None), "cpu_rate_max": max(cpu_rates, default=None)}
+def kernel_alone(n_records: int, repeats: int) -> dict[str, Any]:
+    """One core, frames decoded once (zero-copy views), on huge and on 4 KiB pages, interleaved."""
+    frames = [decode(f) for f in synthetic_frames(SPEC, n_records, PER_FRAME, FEATURES, seed=9)]
+    hp = Hyper().array()
+    states = {"pages_2m": filled_state(BITS, True), "pages_4k": filled_state(BITS, False)}
+    walls: dict[str, list[float]] = {k: [] for k in states}
+    cpus: dict[str, list[float]] = {k: [] for k in states}
+    for rep in range(repeats + 1):
+        for name, state in states.items():
+            bias, stats = np.zeros(2), np.zeros(K.STATS_LEN)
+            t = timed(lambda: [K.adagrad_frame(state, bias, f.labels, f.offsets, f.indices, K.EMPTY_F32,
+                                               K.EMPTY_F32, hp, stats) for f in frames], 1)
+            if rep:  # the first round compiles / loads the cache and faults the pages in
+                walls[name].append(t["all"][0])
+                cpus[name].append(t["cpu_all"][0])
+    out: dict[str, Any] = {"records": n_records}
+    for name, state in states.items():
+        rates = [n_records / w for w in walls[name]]
+        cpu_rates = [n_records / c for c in cpus[name] if c > 0]
+        out[name] = {"rate_median": statistics.median(rates), "rate_min": min(rates), "rate_max": max(rates),
+                     # per CPU second: what the kernel does with the core time it actually got
+                     "cpu_rate_median": statistics.median(cpu_rates) if cpu_rates else None,
+                     "cpu_rate_min": min(cpu_rates, default=None), "cpu_rate_max": max(cpu_rates, default=None),
+                     "huge_page_mib": hugepages.huge_bytes(state) >> 20}
+    out.update({k: out["pages_2m"][k] for k in ("rate_median", "cpu_rate_median")})
+    return out
 
 
 def kernel_breakdown(n_records: int, repeats: int) -> dict[str, Any]:
@@ -71,10 +94,7 @@ def kernel_breakdown(n_records: int, repeats: int) -> dict[str, Any]:
     for bits in (BITS, 18):
         spec = SpecId(Algorithm.MMH3_PUBLIC, bits, False, mmh3_key_id(0))
         frames = [decode(f) for f in synthetic_frames(spec, n_records, PER_FRAME, FEATURES, seed=9)]
-        rng = np.random.default_rng(0)
-        state = np.empty((1 << bits, 2), np.float32)
-        state[:, 0] = rng.uniform(-1e-3, 1e-3, 1 << bits)
-        state[:, 1] = rng.uniform(0.5, 2.0, 1 << bits)
+        state = filled_state(bits, True)
         bias, stats = np.zeros(2), np.zeros(K.STATS_LEN)
         variants = {
             "whole_kernel": lambda f: K.adagrad_frame(state, bias, f.labels, f.offsets, f.indices, K.EMPTY_F32,
@@ -95,18 +115,20 @@ def kernel_breakdown(n_records: int, repeats: int) -> dict[str, Any]:
 
 def memory_ceiling(repeats: int) -> dict[str, Any]:
     """What the memory system gives right now: random float32 reads alone over a filled
-    2^22 x 2 state (``kernels.gather_sum``), as records/s at 20 reads per record. A learning
-    kernel reads each coordinate and writes it back, so it stays under this figure; on a machine
-    shared with other work it moves with their memory traffic."""
-    rng = np.random.default_rng(1)
-    state = rng.uniform(0, 1, (1 << BITS, 2)).astype(np.float32)
-    idx = rng.integers(0, 1 << BITS, 20_000_000).astype(np.uint32)
-    K.gather_sum(state, idx[:1000])
-    t = timed(lambda: K.gather_sum(state, idx), repeats)
+    2^22 x 2 state (``kernels.gather_sum``), as records/s at 20 reads per record, on huge pages
+    and on 4 KiB pages. A learning kernel reads each coordinate and writes it back, so it stays
+    under this figure; on a machine shared with other work it moves with their memory traffic."""
+    idx = np.random.default_rng(1).integers(0, 1 << BITS, 20_000_000).astype(np.uint32)
     per = FEATURES / idx.shape[0]
-    return {"reads": int(idx.shape[0]),
-            "records_per_s_median": 1 / (t["median"] * per),
-            "records_per_cpu_s_median": 1 / (t["cpu_median"] * per) if t["cpu_median"] > 0 else None}
+    out: dict[str, Any] = {"reads": int(idx.shape[0])}
+    for name, huge in (("pages_2m", True), ("pages_4k", False)):
+        state = filled_state(BITS, huge)
+        K.gather_sum(state, idx[:1000])
+        t = timed(lambda: K.gather_sum(state, idx), repeats)
+        out[name] = {"records_per_s_median": 1 / (t["median"] * per),
+                     "records_per_cpu_s_median": 1 / (t["cpu_median"] * per) if t["cpu_median"] > 0 else None}
+    out.update(out["pages_2m"])
+    return out
 
 
 def kafka_delivery(ks: KafkaSettings, n_records: int) -> dict[str, Any]:
@@ -154,6 +176,7 @@ def trainer_run(ks: KafkaSettings, n_records: int, workers: int) -> dict[str, An
                 if a is not None and a.counters is not None:
                     n = a.records()
                     if "first" not in marks and (a.counters[:, S.W_RECORDS] > 0).all():
+                        marks["huge_mib"] = hugepages.huge_bytes(a.state) >> 20
                         marks["first"] = time.perf_counter()  # every worker is learning
                         marks["startup"] = marks["first"] - t_start
                         marks["n_first"] = n
@@ -174,7 +197,7 @@ def trainer_run(ks: KafkaSettings, n_records: int, workers: int) -> dict[str, An
     learned = (final.records if final else 0) - marks.get("n_first", 0)
     out = {"workers": workers, "records": final.records if final else 0, "seconds": span,
            "records_timed": learned, "rate": learned / span if span > 0 else 0.0,
-           "startup_seconds": marks.get("startup")}
+           "startup_seconds": marks.get("startup"), "state_huge_page_mib": marks.get("huge_mib")}
     if c is not None:
         busy = span * workers
         out["time_split"] = {"kernel_share_of_worker_time": c[S.W_KERNEL_S] / busy,
@@ -201,22 +224,28 @@ def run(quick: bool = False) -> dict:
     figures["produce_seconds"] = time.perf_counter() - t0
     try:
         figures["kafka_delivery_one_consumer"] = kafka_delivery(ks, n)
-        for w in (1, 2):
-            runs = [trainer_run(ks, n, w) for _ in range(reps)]
-            rates = [r["rate"] for r in runs]
-            figures[f"trainer_{w}_workers"] = {"rate_median": statistics.median(rates), "rate_min": min(rates),
-                                               "rate_max": max(rates), "runs": runs}
+        with shm_huge_pages() as mode:
+            figures["dev_shm_huge"] = mode
+            for w in (1, 2):
+                runs = [trainer_run(ks, n, w) for _ in range(reps)]
+                rates = [r["rate"] for r in runs]
+                figures[f"trainer_{w}_workers"] = {"rate_median": statistics.median(rates), "rate_min": min(rates),
+                                                   "rate_max": max(rates), "runs": runs}
     finally:
         make_admin(ks).delete_topics([ks.topics.train, ks.topics.dlq])
     r1, r2 = figures["trainer_1_workers"]["rate_median"], figures["trainer_2_workers"]["rate_median"]
     figures["scaling_1_to_2"] = r2 / r1 if r1 else None
-    k = figures["kernel_one_core"]["rate_median"]
-    kc = figures["kernel_one_core"]["cpu_rate_median"] or 0.0
-    notes.append(f"kernel alone, one core: {k / 1e6:.2f} M records/s wall, {kc / 1e6:.2f} M per CPU second "
-                 f"(goal {GOAL_KERNEL / 1e6:.0f} M): " + ("reached" if max(k, kc) >= GOAL_KERNEL else "MISSED"))
+    ko = figures["kernel_one_core"]
+    k, kc = ko["rate_median"], ko["cpu_rate_median"] or 0.0
+    k4 = ko["pages_4k"]["rate_median"]
+    notes.append(f"kernel alone, one core, huge pages ({ko['pages_2m']['huge_page_mib']} MiB granted): "
+                 f"{k / 1e6:.2f} M records/s wall, {kc / 1e6:.2f} M per CPU second (goal {GOAL_KERNEL / 1e6:.0f} M): "
+                 + ("reached" if max(k, kc) >= GOAL_KERNEL else "MISSED")
+                 + f"; on 4 KiB pages {k4 / 1e6:.2f} M ({k / k4:.2f}x slower than huge pages: TLB misses)")
     mc = figures["memory_ceiling_one_core"]
-    notes.append(f"memory ceiling now (random reads alone, 20 per record): {mc['records_per_s_median'] / 1e6:.2f} M "
-                 f"records/s wall, {(mc['records_per_cpu_s_median'] or 0) / 1e6:.2f} M per CPU second")
+    notes.append("memory ceiling now (random reads alone, 20 per record, M records/s wall): "
+                 f"{mc['pages_2m']['records_per_s_median'] / 1e6:.2f} on huge pages, "
+                 f"{mc['pages_4k']['records_per_s_median'] / 1e6:.2f} on 4 KiB pages")
     kb = figures["kernel_breakdown_per_cpu_s"]
     notes.append("kernel taken apart (M records per CPU second: whole / gathers alone / updates alone): " + "; ".join(
         f"2^{b.split('_')[1]}: {v['whole_kernel'] / 1e6:.2f} / {v['gathers_only'] / 1e6:.2f} / "
@@ -231,8 +260,10 @@ def run(quick: bool = False) -> dict:
     if split:
         notes.append(f"where a worker's time goes: the numba kernel takes {statistics.median(split):.0%} "
                      "(median over runs) of worker wall time; the rest is consume, decode, offsets and waits")
+    huge = [r.get("state_huge_page_mib") for r in figures["trainer_2_workers"]["runs"]]
     notes.append(f"trainer with 2 workers, Kafka included: {r2 / 1e6:.2f} M records/s (goal "
-                 f"{GOAL_TWO_WORKERS / 1e6:.0f} M): " + ("reached" if r2 >= GOAL_TWO_WORKERS else "MISSED"))
+                 f"{GOAL_TWO_WORKERS / 1e6:.0f} M): " + ("reached" if r2 >= GOAL_TWO_WORKERS else "MISSED")
+                 + f"; model state on huge pages: {huge} MiB per run, /dev/shm huge={figures['dev_shm_huge']}")
     notes.append(f"1 -> 2 workers scaling: {figures['scaling_1_to_2']:.2f}x; rates count from the first "
                  "learned record to the last (start-up and group join excluded, given as startup_seconds)")
     notes.append("the machine (2 cores) was shared with other engineers' work while this ran: "

@@ -85,6 +85,8 @@ class TrainerMetrics:
                                    registry=r, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60))
         self.divergence = Gauge("hb_trainer_divergence", "L2 norm of our sampled weights minus a "
                                 "remote instance's, at its last delta", registry=r)
+        self.state_huge = Gauge("hb_trainer_state_hugepage_bytes", "model state bytes the OS backs with "
+                                "huge pages (docs/trainer.md: /dev/shm huge=advise)", registry=r)
         self._last = 0.0
 
     def delta_published(self, nbytes: int, records: int, coords: int) -> None:

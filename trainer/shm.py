@@ -6,6 +6,8 @@ Owner and workers map ``/dev/shm/<name>`` directly (Linux) rather than through
 attached process exits. Workers attach through a small frozen :class:`ShmHandle`.
 Block names carry the owner's pid; :func:`sweep_stale` unlinks blocks whose owner is gone
 (a supervisor killed with SIGKILL cannot unlink its own).
+Both ask for huge pages over the model state (it leads the block, so it starts 2 MiB-aligned);
+the kernel grants them where ``/dev/shm`` is mounted ``huge=advise`` (see docs/trainer.md).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from types import TracebackType
 
 import numpy as np
 
+from shared import hugepages
 from shared.processes import pid_alive
 from trainer.kernels import STATS_LEN
 from trainer.model import STATE_COLUMNS
@@ -72,6 +75,11 @@ class ShmHandle:
             ("curve_head", (self.workers,), np.int64),
             ("curve", (self.workers, self.curve_rows, CURVE_COLS), np.float64),
         ]
+
+    @property
+    def state_bytes(self) -> int:
+        _, shape, dt = self.layout()[0]
+        return int(np.prod(shape)) * np.dtype(dt).itemsize
 
     @property
     def size(self) -> int:
@@ -162,6 +170,7 @@ class SharedState:
         try:
             os.ftruncate(fd, self.handle.size)
             self._map = mmap.mmap(fd, self.handle.size)
+            hugepages.advise(self._map, 0, self.handle.state_bytes)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
@@ -198,6 +207,7 @@ class Attached:
         fd = os.open(SHM_DIR / self.handle.name, os.O_RDWR)
         try:
             self._map = mmap.mmap(fd, self.handle.size)
+            hugepages.advise(self._map, 0, self.handle.state_bytes)
         finally:
             os.close(fd)
         self.arrays = SharedArrays(self.handle, self._map)

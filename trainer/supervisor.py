@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
+from shared import hugepages
 from shared.errors import ConfigError
 from shared.clients import ensure_topics
 from trainer import shm as S
@@ -281,6 +282,10 @@ class Supervisor:
                 log.info("resuming from snapshot version %d (%d records)", ckpt.version, ckpt.records)
             self.last = ckpt
             self._restore(ckpt)
+            huge = hugepages.huge_bytes(self.arrays.state)
+            self.metrics.state_huge.set(huge)
+            log.info("model state: %d of %d MiB on huge pages (%s huge=%s; docs/trainer.md)", huge >> 20,
+                     self.arrays.state.nbytes >> 20, S.SHM_DIR, hugepages.tmpfs_mode(str(S.SHM_DIR)))
             if s.sync_deltas:
                 prior = (ckpt.sync or {}).get("instance") if ckpt is not None else None
                 instance = s.instance_id or prior or default_instance_id()
