@@ -1,5 +1,7 @@
 """Trainer throughput: the AdaGrad kernel alone on one core, and the whole trainer (Kafka
-included) with 1 and 2 workers over >= 5M records of 20 hashed features, 2^22 weights.
+included) with 1 and 2 workers over 15M records of 20 hashed features, 2^22 weights (the issue asks
+for at least 5M; at ~4 M records/s 5M is a ~1.3 s window, in which one stall of the shared host
+moved a run by 40%, so each run learns 15M).
 
 ``python -m benchmarks.trainer [--quick]`` writes ``benchmarks/results/trainer.json``.
 Throughput is counted from the first learned record to the last (worker start-up and the group
@@ -209,7 +211,7 @@ def trainer_run(ks: KafkaSettings, n_records: int, workers: int) -> dict[str, An
 
 
 def run(quick: bool = False) -> dict:
-    n = 500_000 if quick else 5_000_000
+    n = 500_000 if quick else 15_000_000
     reps = 1 if quick else 3
     figures: dict[str, Any] = {"records": n, "features": FEATURES, "bits": BITS, "optimizer": "adagrad",
                                "per_frame": PER_FRAME, "partitions": PARTITIONS}
