@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from shared.errors import RecordError
 
+from producer import utf8
 from producer.rare import RARE_TOKEN, RareSuppressor
 from producer.rules import KERNEL_MIN_VALUES, WHITESPACE, ColumnRule, DigestCache, LabelRule, Outcome
 from producer.schema import CROSS_VALUE_JOIN, Schema
@@ -56,6 +57,17 @@ class EncodedBatch:
 def _lookup_all(probes: list[tuple[ValueTable, pa.Array, int]], idx: np.ndarray, present: np.ndarray) -> None:
     for table, column, j in probes:
         table.lookup(column, idx[:, j], present[:, j])
+
+
+def _blank_invalid_utf8(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[tuple[np.ndarray, str]]]:
+    """The rows of each column whose value is not UTF-8, and the batch with those values blanked."""
+    found, cols = [], batch.columns
+    for i, col in enumerate(cols):
+        rows = utf8.invalid_rows(col)
+        if rows is not None:
+            found.append((rows, batch.schema.names[i]))
+            cols[i] = utf8.blank_rows(col, rows)
+    return (pa.RecordBatch.from_arrays(cols, schema=batch.schema) if found else batch), found
 
 
 def _arrow_text_matches(t: pa.DataType) -> bool:
@@ -217,13 +229,16 @@ class ColumnarPath:
 
     def batch(self, batch: pa.RecordBatch, with_label: bool = True) -> EncodedBatch:
         """Encode a column batch; rows with a bad number or label are left out and listed."""
+        batch, not_utf8 = _blank_invalid_utf8(batch)
         n = batch.num_rows
         k = len(self.rules) + len(self.cross_fields)
         idx = np.empty((n, k), dtype=np.uint32)
         val = np.ones((n, k), dtype=np.float32) if self.needs_values else None
         present = np.ones((n, k), dtype=bool)
         bad = np.zeros(n, dtype=bool)
-        reasons: list[tuple[np.ndarray, str, str]] = []
+        reasons: list[tuple[np.ndarray, str, str]] = [(rows, col, utf8.REASON) for rows, col in not_utf8]
+        for rows, _ in not_utf8:
+            bad |= rows
         labels = None
         names = batch.schema.names
         if with_label and self.label_rule is not None:

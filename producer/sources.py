@@ -130,7 +130,8 @@ class CsvSource:
         parse = pacsv.ParseOptions(delimiter=self.schema.delimiter, invalid_row_handler=self._on_invalid)
         convert = pacsv.ConvertOptions(include_columns=list(self.columns),
                                        column_types={c: STRING for c in self.columns},
-                                       strings_can_be_null=False, quoted_strings_can_be_null=False)
+                                       strings_can_be_null=False, quoted_strings_can_be_null=False,
+                                       check_utf8=False)  # the hasher checks it per row: producer/utf8.py
         f = pa.OSFile(str(self.path), "rb")
         try:
             try:

@@ -167,3 +167,25 @@ def test_reader_rejects_are_reported_with_their_own_chunk(tmp_path, strict):
             report = svc.run()
             assert [line for line, _, _ in report.bad_rows] == [1001 + 1000 * i for i in range(6)]
             assert report.records_acked == 5994
+
+
+def test_values_that_are_not_utf8_reject_their_rows_only(tmp_path):
+    """A Latin-1 byte anywhere (a category, a number, the label) rejects that row with its line
+    number; a valid non-ASCII value hashes as the record path hashes the same string."""
+    (tmp_path / "s.toml").write_text(SCHEMA)
+    schema = load_schema(tmp_path / "s.toml")
+    data = tmp_path / "in.csv"
+    data.write_bytes(b"red,5,yes\n" b"caf\xe9,5,no\n" b"gr\xc3\xbcn,7,no\n" b"red,5\xb2,yes\n" b"blue,3,n\xf6\n"
+                     b"blue,12,yes\n")
+    pub = FakePublisher()
+    hasher = make_hasher(schema, KEY)
+    svc = ProducerService(ProducerSettings(), hasher, open_source(str(data), schema, schema.input_columns),
+                          pub, ProducerMetrics())  # type: ignore[arg-type]
+    report = svc.run()
+    assert sorted((line, col, reason) for line, col, reason in report.bad_rows) == [
+        (2, "column color", "invalid_utf8"), (4, "column size", "invalid_utf8"), (5, "column y", "invalid_utf8")]
+    frames = [decode(f, Kind.TRAIN) for f in pub.frames]
+    assert np.concatenate([f.labels for f in frames]).tolist() == [1, 0, 1]  # lines 1, 3, 6
+    rows = [f.indices[f.offsets[i]:f.offsets[i + 1]].tolist() for f in frames for i in range(f.n_records)]
+    label, want, _ = make_hasher(schema, KEY).record({"color": "grün", "size": "7", "y": "no"})
+    assert label == 0 and sorted(rows[1]) == sorted(want)
