@@ -245,9 +245,13 @@ def _machine(results: dict) -> list[str]:
     parts = results.get("harness", {}).get("figures", {}).get("parts", {})
     if parts:
         lines += ["", "Parts in the last runs:", ""]
-        lines += _table(["part", "status", "seconds", "quick", "results file written"],
+        lines += _table(["part", "status", "seconds", "quick", "CPU stolen by the host", "results file written"],
                         [[p, s["status"], f"{s['seconds']:.0f}", "yes" if s.get("quick") else "no",
+                          "–" if s.get("host_steal_share") is None else f"{s['host_steal_share']:.1%}",
                           results.get(p, {}).get("date", "none")] for p, s in parts.items()])
+        lines.append("CPU stolen: the share of this VM's CPU time, while the part ran, in which its vCPUs were "
+                     "ready but the hypervisor ran other work (`/proc/stat` steal); figures of a part with a "
+                     "high share are low for reasons outside hashbridge.")
         stale = [p for p, s in parts.items() if s["status"] != "ok" and p in results]
         if stale:
             lines.append(f"Parts that did not finish in the last run ({', '.join(stale)}) are reported from "
