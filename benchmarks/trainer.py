@@ -138,6 +138,9 @@ def kafka_delivery(ks: KafkaSettings, n_records: int) -> dict[str, Any]:
     decoding every frame as fast as the broker delivers; the trainer cannot beat this rate."""
     from confluent_kafka import Consumer
 
+    from shared.allocator import reuse_large_buffers
+
+    reuse_large_buffers()  # as a trainer worker does
     s = TrainerSettings(kafka=ks, group=f"bench-delivery-{uuid.uuid4().hex[:8]}", bits=BITS, workers=1)
     c = Consumer(s.consumer_config())
     c.subscribe([ks.topics.train])

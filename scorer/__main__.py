@@ -13,6 +13,7 @@ from scorer.metrics import ScorerMetrics
 from scorer.service import ScorerService
 from scorer.settings import MODE_DEFAULTS, ScorerSettings
 from shared.errors import HashbridgeError
+from shared.allocator import reuse_large_buffers
 from shared.logs import setup_logging
 
 log = logging.getLogger("scorer")
@@ -43,6 +44,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     setup_logging()
+    reuse_large_buffers()  # fetch buffers reused, not re-faulted (shared/allocator.py)
     try:
         settings = ScorerSettings.from_env(
             bootstrap=args.bootstrap, prefix=args.prefix, group=args.group, mode=args.mode,

@@ -312,11 +312,13 @@ def worker_main(settings: TrainerSettings, handle: S.ShmHandle, index: int, pare
     die_with_parent()
     if os.getppid() != parent_pid:
         return
+    from shared.allocator import reuse_large_buffers
     from shared.clients import make_producer
     from shared.logs import setup_logging
     from confluent_kafka import Consumer
 
     setup_logging()
+    reuse_large_buffers()  # before librdkafka's first fetch buffer (shared/allocator.py)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; Ctrl-C reaches it too
     warm_up(settings.hyper.kernel, settings.hyper.array())
     with S.Attached(handle) as arrays:

@@ -1,0 +1,32 @@
+"""glibc's allocator set to reuse large freed buffers, for processes that consume Kafka data fast.
+
+librdkafka reads every fetch response into one buffer of the response's size (up to
+``fetch.max.bytes``, 64 MiB here) and frees it once its messages are consumed. glibc serves an
+allocation above its mmap threshold (128 KiB, rising with use to at most 32 MiB) with a fresh
+``mmap``, so each response paid a page fault and a zeroed page for every 4 KiB received. Measured
+on the trainer's consumer (one process reading pre-filled frames, 2-core VM): its librdkafka
+thread spent 80-93 ns per record, 85% of it in the kernel, page faults and page clearing the
+largest part; with the thresholds below, 37-78 ns, and delivery alone went from 3.6 to 3.7-4.4 M
+records/s. The cost is memory the process keeps for reuse (at most its peak of in-flight fetch
+buffers). Linux/glibc only; elsewhere (musl, macOS) it does nothing and says so.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+MMAP_THRESHOLD = 256 << 20  # above any fetch response (fetch.max.bytes = 64 MiB)
+TRIM_THRESHOLD = 512 << 20  # free heap top kept, not returned, up to this much
+
+
+def reuse_large_buffers() -> bool:
+    """Serve allocations below 256 MiB from the heap and keep freed memory for reuse; returns
+    False where the C library has no ``mallopt`` or refuses."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
