@@ -30,6 +30,7 @@ from benchmarks.common import rate, timed, write_result
 from scorer.metrics import ScorerMetrics
 from scorer.scoring import serve, warm_up
 from scorer.service import ScorerService
+from shared.allocator import reuse_large_buffers
 from scorer.settings import ScorerSettings
 from shared.clients import ensure_pipeline_topics, make_consumer, make_producer
 from shared.frames import decode, encode_prediction, encode_score
@@ -108,8 +109,10 @@ def bench_topic(frames: list[bytes], model: ModelSnapshot, repeats: int,
                 compression: str = "lz4") -> dict[str, Any]:
     """Each repetition: a fresh topic set, a scorer that already joined, then every frame at once.
 
-    ``compression`` is the request producer's (lz4 is the producer service's default).
+    ``compression`` is the request producer's (lz4 is the producer service's default). The
+    allocator is set as ``python -m scorer`` sets it (shared/allocator.py).
     """
+    reuse_large_buffers()
     n = len(frames) * PER_FRAME
     walls, cpus = [], []
     split: dict[str, float] = {}
