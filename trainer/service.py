@@ -39,8 +39,15 @@ from trainer.settings import TrainerSettings
 log = logging.getLogger(__name__)
 SERVICE = "trainer"
 HANDOVER_TIMEOUT = 60.0  # seconds a rebalance callback waits for the supervisor's claim handover
-# scale-out gate shared with the supervisor (a small multiprocessing array of int64):
-G_ASKED, G_DONE, G_LIMIT, G_LEN = range(4)  # handovers asked, handovers done, record bound
+# scale-out gate shared with the supervisor (a small lock-free multiprocessing array of int64):
+# the record bound, then per worker the handovers it asked for and the handovers done for it.
+# One writer per word, so no lock (a locked Array is a named semaphore, which a SIGKILLed
+# process group leaves behind in /dev/shm).
+G_LIMIT, G_ASKED, G_DONE = 0, 1, 2  # G_ASKED/G_DONE + 2 * worker
+
+
+def gate_len(workers: int) -> int:
+    return 1 + 2 * workers
 
 
 def die_with_parent() -> None:
@@ -135,10 +142,10 @@ class Worker:
         g = self.gate
         if g is None or self._stopping():
             return
-        with g.get_lock():
-            g[G_ASKED] += 1
-            want = g[G_ASKED]
-        if not self._wait(lambda: g[G_DONE] < want, HANDOVER_TIMEOUT):
+        asked, done = G_ASKED + 2 * self.index, G_DONE + 2 * self.index
+        want = int(g[asked]) + 1
+        g[asked] = want
+        if not self._wait(lambda: g[done] < want, HANDOVER_TIMEOUT):
             log.warning("worker %d: no claim handover within %.0f s", self.index, HANDOVER_TIMEOUT)
 
     def _wait(self, blocked: Any, timeout: float | None = None) -> bool:

@@ -37,7 +37,7 @@ from trainer.deltas import TOPIC_CONFIG, DeltaSync, default_instance_id
 from trainer.base import load_base, publish_model
 from trainer.metrics import TrainerMetrics
 from trainer.progressive import Curve, Progress, merge, summarize
-from trainer.service import G_ASKED, G_DONE, G_LEN, G_LIMIT, spec_from_control, spec_to_control
+from trainer.service import G_ASKED, G_DONE, G_LIMIT, gate_len, spec_from_control, spec_to_control
 from trainer.service import worker_main
 from trainer.settings import TrainerSettings
 
@@ -65,7 +65,7 @@ class Supervisor:
         self._curve = Curve(settings.workers) if settings.curve_records else None
         self.sync: DeltaSync | None = None  # --sync-deltas (docs/scale-out.md)
         # workers' rebalance callbacks ask for a claim handover; their record bound (service.py)
-        self._gate = self._ctx.Array("q", G_LEN) if settings.sync_deltas else None
+        self._gate = self._ctx.Array("q", gate_len(settings.workers), lock=False) if settings.sync_deltas else None
 
     def stop(self) -> None:
         self._stop = True
@@ -365,12 +365,13 @@ class Supervisor:
         sy, g, s = self.sync, self._gate, self.s
         assert sy is not None and g is not None
         g[G_LIMIT] = int(sy.stats_copy[0]) + 2 * s.sync_records
-        if g[G_DONE] < g[G_ASKED]:
-            want = g[G_ASKED]
+        want = [int(g[G_ASKED + 2 * w]) for w in range(s.workers)]
+        if any(int(g[G_DONE + 2 * w]) < want[w] for w in range(s.workers)):
             try:
                 self._sync_step(read=True)
             finally:
-                g[G_DONE] = max(g[G_DONE], want)
+                for w in range(s.workers):
+                    g[G_DONE + 2 * w] = max(int(g[G_DONE + 2 * w]), want[w])
         elif not sy.poll():
             self._rollback("our delta was rejected")
         elif sy.due(s.sync_seconds, s.sync_records):

@@ -21,7 +21,7 @@ from trainer.deltas import (Delta, DeltaError, DeltaSync, Ledger, accept, decode
 from trainer.kernels import STATS_LEN
 from trainer.metrics import TrainerMetrics
 from trainer.model import Hyper
-from trainer.service import G_LEN, G_LIMIT, Worker
+from trainer.service import G_ASKED, G_DONE, G_LIMIT, Worker, gate_len
 from trainer.settings import TrainerSettings
 
 
@@ -300,7 +300,7 @@ def test_worker_stops_at_the_record_bound_between_frames():
     rng = np.random.default_rng(3)
     settings = TrainerSettings(kafka=KafkaSettings(topics=Topics("t.")), bits=10, workers=1,
                                spec=spec, sync_deltas=True)
-    gate = mp.get_context("spawn").Array("q", G_LEN)
+    gate = mp.get_context("spawn").Array("q", gate_len(1), lock=False)
     gate[G_LIMIT] = 10
     with S.SharedState(bits=10, workers=1, partitions=4) as a:
         w = Worker(settings, a, 0, FakeConsumer([]), FakeProducer(), gate=gate)
@@ -308,4 +308,31 @@ def test_worker_stops_at_the_record_bound_between_frames():
         msgs = [FakeMsg(frame(spec, 10, rng), 1, o) for o in range(3)]
         assert w.process(msgs) == 10
         assert a.records() == 10 and list(a.offsets) == [-1, 1, -1, -1]
+        del w
+
+
+def test_claim_handover_counts_per_worker_without_a_lock():
+    """A worker's rebalance callback asks in its own gate word and waits until the supervisor
+    marks its own done word; another worker's words are left alone (one writer per word)."""
+    import threading
+
+    spec = SpecId(Algorithm.MMH3_PUBLIC, 10, False, b"\x01" * 8)
+    settings = TrainerSettings(kafka=KafkaSettings(topics=Topics("t.")), bits=10, workers=2,
+                               spec=spec, sync_deltas=True)
+    gate = mp.get_context("spawn").Array("q", gate_len(2), lock=False)
+    with S.SharedState(bits=10, workers=2, partitions=4) as a:
+        w = Worker(settings, a, 1, FakeConsumer([]), FakeProducer(), gate=gate)
+
+        def supervisor() -> None:  # the supervisor's half: settle, then mark every asked handover done
+            while gate[G_ASKED + 2] == gate[G_DONE + 2]:
+                pass
+            gate[G_DONE + 2] = gate[G_ASKED + 2]
+
+        for round_ in (1, 2):
+            t = threading.Thread(target=supervisor)
+            t.start()
+            w._hand_over()
+            t.join(5)
+            assert not t.is_alive()
+            assert list(gate) == [0, 0, 0, round_, round_]
         del w
