@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from producer.valuetable import string_buffers
+
 REASON = "invalid_utf8"
 
 
@@ -80,12 +82,9 @@ def invalid_rows(arr: pa.Array) -> np.ndarray | None:
     """Rows of a string column whose value is not UTF-8, or None when every value is."""
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         return None
-    bufs = arr.buffers()
-    if bufs[2] is None or len(arr) == 0:
+    if len(arr) == 0:
         return None
-    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-    offsets = np.frombuffer(bufs[1], dtype=width, count=len(arr) + 1, offset=arr.offset * width().itemsize)
-    data = np.frombuffer(bufs[2], dtype=np.uint8)
+    offsets, data = string_buffers(arr)
     lo, hi = int(offsets[0]), int(offsets[-1])
     if _all_ascii(data[lo:hi]):
         return None

@@ -224,6 +224,16 @@ def _rehash(old: np.ndarray, table: tuple) -> None:
         meta[_N] += 1
 
 
+def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-copy views of a (large) string array: its ``len + 1`` offsets and its value bytes
+    (empty when no value has a byte)."""
+    bufs = arr.buffers()
+    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    offsets = np.frombuffer(bufs[1], dtype=width, count=len(arr) + 1, offset=arr.offset * width().itemsize)
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    return offsets, data
+
+
 class ValueTable:
     """One field's table; emptied when it would hold more than ``limit`` values (as the caches)."""
 
@@ -285,10 +295,7 @@ class ValueTable:
     def lookup(self, arr: pa.Array, idx: np.ndarray, present: np.ndarray) -> int:
         """Indices of a string column without nulls into ``idx``; returns rows without a feature
         (their ``present`` is cleared)."""
-        bufs = arr.buffers()
-        width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-        offsets = np.frombuffer(bufs[1], dtype=width, count=len(arr) + 1, offset=arr.offset * width().itemsize)
-        data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(8, np.uint8)
+        offsets, data = string_buffers(arr)
         if data.shape[0] < 8:  # the kernel reads 8 bytes at a time
             data = np.concatenate([data, np.zeros(8, np.uint8)])
         self.meta[_ABSENT_ROWS] = 0
