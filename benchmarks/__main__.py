@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+from shared.startup import BLAS_THREAD_VARS
+
+for _var in BLAS_THREAD_VARS:
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402 - after the pinning on purpose

@@ -16,13 +16,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from shared.startup import BLAS_THREAD_VARS
+
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 PLOTS_DIR = BENCH_DIR / "plots"
 CACHE_DIR = Path(os.environ.get("HASHBRIDGE_BENCH_CACHE", Path.home() / ".cache" / "hashbridge" / "bench"))
 KAFKA_VERSION = "4.4.0"  # the broker the project runs (hashbridge/kafka/pom.xml)
 DEADLINE_ENV = "HASHBRIDGE_BENCH_DEADLINE"  # epoch seconds by which a part should finish (set by __main__)
-BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 def pin_blas_threads() -> None:

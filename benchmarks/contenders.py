@@ -23,6 +23,7 @@ import numpy as np
 
 from benchmarks import datagen
 from benchmarks.common import BENCH_DIR, cpu_seconds, peak_rss_mib
+from shared.startup import BLAS_THREAD_VARS
 
 BENCH_KEY = b"hashbridge-benchmark-key-not-secret"  # fixed so runs repeat; benchmarks only
 HASHED_LR = 0.1  # the trainer's default AdaGrad rate
@@ -310,7 +311,7 @@ def build_vw_cache(cfg: dict, cache: Path) -> None:
 def run_child(cfg: dict, timeout: float = 300.0) -> list[dict]:
     """Measure in a fresh interpreter; a failure comes back as ``[{"error": ...}]``, not an exception."""
     env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    for var in BLAS_THREAD_VARS:
         env[var] = "1"
     env["PYTHONPATH"] = str(BENCH_DIR.parent) + os.pathsep + env.get("PYTHONPATH", "")
     failed = [{"contender": name} for name in JOBS[cfg["job"]]]

@@ -1,12 +1,14 @@
 """The ``hashbridge`` command: one entry point, subcommands dispatched to each part's ``main``.
 
 Subcommands import their module lazily so that ``hashbridge kafka status`` does not pay for
-numba's start-up, and so that each service keeps its own ``__main__`` (parse, wire signals, run).
+numba's start-up, and so that each service keeps its own ``__main__`` (parse, wire signals, run);
+the import runs as ``shared.startup`` arranges (one BLAS thread, no collector while importing).
 """
 from __future__ import annotations
 
-import importlib
 import sys
+
+from shared.startup import import_quietly, pin_blas_threads
 
 # subcommand -> (module with a ``main(argv) -> int``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -40,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"hashbridge: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
+    pin_blas_threads()
+    module = import_quietly(COMMANDS[name][0])
     return int(module.main(rest) or 0)
 
 

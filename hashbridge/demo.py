@@ -7,14 +7,14 @@ regression fitted locally. Everything it started is stopped again, whatever happ
 """
 from __future__ import annotations
 
-import os
+from shared.startup import pin_blas_threads
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")  # the baseline's BLAS must not fight the pipeline for 2 cores
+pin_blas_threads()  # the baseline's BLAS must not fight the pipeline for 2 cores (also when run with -m)
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402

@@ -29,7 +29,7 @@ from producer.publisher import FramePublisher
 from producer.schema import Schema, load_schema
 from producer.service import ProducerService, RunReport
 from producer.settings import DEFAULT_FRAME_RECORDS, ProducerSettings
-from producer.sources import open_source
+from producer.sources import CsvSource, open_source
 
 log = logging.getLogger("producer")
 
@@ -119,22 +119,32 @@ def print_report(report: RunReport) -> None:
 def run(args: argparse.Namespace) -> int:
     schema = prepare_schema(args)
     key = read_key(args.key) if args.key else None
-    hasher = make_hasher(schema, key)
-    prime_path = args.input or (args.jsonl if args.jsonl and args.jsonl != "-" else None)
-    if hasher.rare.enabled and prime_path and not args.relay_topic:
-        prime_rare(hasher, prime_path, fmt=args.format or ("jsonl" if args.jsonl else None), skip_rows=args.skip_rows)
-    kafka = KafkaSettings.from_env(bootstrap=args.bootstrap, prefix=args.topic_prefix)
-    settings = ProducerSettings(kafka=kafka, frame_records=args.frame_records, partitioning=args.partitioning,
-                                strict=args.strict, metrics_port=args.metrics_port, compression=args.compression,
-                                progress=not args.no_progress)
-    log.info("producing with spec %s", hasher.spec)
-    if not args.no_create_topics:
-        ensure_pipeline_topics(kafka, partitions=args.partitions)
-    metrics = ProducerMetrics()
-    metrics.serve(settings.metrics_port)
-    publisher = FramePublisher(settings.kafka_config(), kafka.topics.train, metrics, settings.partitioning)
     with ExitStack() as stack:
-        if args.relay_topic:
+        source = None
+        if not args.relay_topic:
+            source = open_source(args.input or args.jsonl, schema, schema.input_columns, fmt=args.format,
+                                 skip_rows=args.skip_rows, use_threads=args.threads)
+            if isinstance(source, CsvSource) and schema.rare_k <= 1:
+                # parse ahead while the hasher's kernels load (~0.7 s of numba on this thread); with
+                # rare-value suppression the file is read once first, below, so the reader waits
+                source.start()
+                stack.callback(source.close)
+        hasher = make_hasher(schema, key)
+        prime_path = args.input or (args.jsonl if args.jsonl and args.jsonl != "-" else None)
+        if hasher.rare.enabled and prime_path and not args.relay_topic:
+            prime_rare(hasher, prime_path, fmt=args.format or ("jsonl" if args.jsonl else None),
+                       skip_rows=args.skip_rows)
+        kafka = KafkaSettings.from_env(bootstrap=args.bootstrap, prefix=args.topic_prefix)
+        settings = ProducerSettings(kafka=kafka, frame_records=args.frame_records, partitioning=args.partitioning,
+                                    strict=args.strict, metrics_port=args.metrics_port,
+                                    compression=args.compression, progress=not args.no_progress)
+        log.info("producing with spec %s", hasher.spec)
+        if not args.no_create_topics:
+            ensure_pipeline_topics(kafka, partitions=args.partitions)
+        metrics = ProducerMetrics()
+        metrics.serve(settings.metrics_port)
+        publisher = FramePublisher(settings.kafka_config(), kafka.topics.train, metrics, settings.partitioning)
+        if source is None:
             from producer.relay import RelayService
 
             source_kafka = KafkaSettings.from_env(bootstrap=args.source_bootstrap or kafka.bootstrap)
@@ -143,9 +153,6 @@ def run(args: argparse.Namespace) -> int:
             service: ProducerService = RelayService(settings, hasher, consumer, args.relay_topic, publisher,
                                                     metrics)
         else:
-            columns = schema.input_columns
-            source = open_source(args.input or args.jsonl, schema, columns, fmt=args.format,
-                                 skip_rows=args.skip_rows, use_threads=args.threads)
             progress = None
             if settings.progress and getattr(source, "size", 0) and sys.stderr.isatty():
                 progress = _progress(stack, source.size)

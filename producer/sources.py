@@ -16,7 +16,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -26,9 +26,14 @@ from shared.errors import ConfigError, RecordError
 
 from producer.schema import Schema
 
-# 4 MiB blocks: the reader thread runs one block ahead of the hasher, so a smaller block leaves less
-# of the file (the first block's parse, the last block's hashing) outside that overlap
+# 4 MiB blocks: the reader thread runs ahead of the hasher, so a smaller block leaves less of the
+# file (the first block's parse, the last block's hashing) outside that overlap
 DEFAULT_BLOCK_BYTES = 4 << 20
+# parsed blocks the reader may hold ahead of the hasher. One was enough in steady state (parsing
+# is the faster stage), but a run starts with ~0.7 s of numba loading its cached kernels on the
+# main thread, and with one block the reader sat idle through it; 8 blocks (~40 MB of Arrow
+# columns) let it parse a third of the benchmark's 1M-row file meanwhile (docs/producer.md)
+DEFAULT_READAHEAD_BLOCKS = 8
 # columns are read as plain strings, which the hasher probes in its value tables straight from the
 # Arrow buffers; pyarrow's reader spends more CPU when it builds dictionaries itself (docs/producer.md)
 STRING = pa.string()
@@ -59,13 +64,57 @@ class Rejects:
         self.rows.append((line, reason, detail))
 
 
+class _ReadAhead:
+    """Chunks of ``read()`` produced on a thread, up to ``depth`` ahead of the consumer; an
+    exception of the reader is raised in the consumer's thread, in order."""
+
+    def __init__(self, read: Callable[[], Iterator[Chunk]], depth: int) -> None:
+        self._queue: queue.Queue[Chunk | BaseException | None] = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._read = read
+        self._thread = threading.Thread(target=self._produce, name="csv-reader", daemon=True)
+        self._thread.start()
+
+    def _offer(self, item: Chunk | BaseException | None) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def _produce(self) -> None:
+        try:
+            with contextlib.closing(self._read()) as chunks:
+                for chunk in chunks:
+                    if not self._offer(chunk):
+                        return
+            self._offer(None)
+        except BaseException as exc:  # handed to the consumer's thread, raised there
+            self._offer(exc)
+
+    def __iter__(self) -> Iterator[Chunk]:
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class CsvSource:
     """Streams a CSV file in column batches; every read column is strings (never inferred numbers)."""
 
     def __init__(self, path: str | Path, schema: Schema, columns: tuple[str, ...],
-                 block_bytes: int = DEFAULT_BLOCK_BYTES, skip_rows: int = 0, use_threads: bool = False) -> None:
+                 block_bytes: int = DEFAULT_BLOCK_BYTES, skip_rows: int = 0, use_threads: bool = False,
+                 readahead_blocks: int = DEFAULT_READAHEAD_BLOCKS) -> None:
         self.path, self.schema, self.columns = Path(path), schema, columns
         self.block_bytes, self.skip_rows, self.use_threads = block_bytes, skip_rows, use_threads
+        self.readahead_blocks = readahead_blocks
+        self._ahead: _ReadAhead | None = None
         self.rejects = Rejects()
         self.size = self.path.stat().st_size
         self._bad_lines: list[int] = []
@@ -86,41 +135,26 @@ class CsvSource:
             k += 1
         return line + k
 
+    def start(self) -> None:
+        """Begin parsing now, on the reader thread, so that the blocks are ready when the caller
+        asks (the producer starts it before its kernels load). Iterating starts it if needed."""
+        if self._ahead is None:
+            self._ahead = _ReadAhead(self._read, self.readahead_blocks)
+
+    def close(self) -> None:
+        """Stop a reader that was started but not read to its end."""
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None
+
     def __iter__(self) -> Iterator[Chunk]:
-        """Chunks in order; the next block is parsed on a second thread while the caller works on
-        this one (pyarrow's parser and the hash kernel both release the GIL), one block ahead."""
-        ahead: queue.Queue[Chunk | BaseException | None] = queue.Queue(maxsize=1)
-        stop = threading.Event()
-
-        def offer(item: Chunk | BaseException | None) -> bool:
-            while not stop.is_set():
-                try:
-                    ahead.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    pass
-            return False
-
-        def produce() -> None:
-            try:
-                with contextlib.closing(self._read()) as chunks:
-                    for chunk in chunks:
-                        if not offer(chunk):
-                            return
-                offer(None)
-            except BaseException as exc:  # handed to the caller's thread, raised there
-                offer(exc)
-
-        thread = threading.Thread(target=produce, name="csv-reader", daemon=True)
-        thread.start()
+        """Chunks in order, parsed on a second thread while the caller works on earlier ones
+        (pyarrow's parser and the hash kernel both release the GIL)."""
+        self.start()
         try:
-            while (item := ahead.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            yield from self._ahead  # type: ignore[misc]
         finally:
-            stop.set()
-            thread.join()
+            self.close()
 
     def _read(self) -> Iterator[Chunk]:
         read = pacsv.ReadOptions(use_threads=self.use_threads, block_size=self.block_bytes,

@@ -1,6 +1,8 @@
 """The producer loop without a broker: bad rows counted with line numbers, strict mode, frames cut."""
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +169,47 @@ def test_reader_rejects_are_reported_with_their_own_chunk(tmp_path, strict):
             report = svc.run()
             assert [line for line, _, _ in report.bad_rows] == [1001 + 1000 * i for i in range(6)]
             assert report.records_acked == 5994
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_reader_started_early_holds_every_reject_before_the_first_chunk(tmp_path, strict):
+    """The producer starts the reader before its kernels load, so the whole file may be parsed
+    (and every reject known) before the first chunk is encoded: the same rows must still go out."""
+    (tmp_path / "s.toml").write_text('categorical = ["a"]\n[label]\ncolumn = "y"\npositive = ["1"]\n')
+    schema = load_schema(tmp_path / "s.toml")
+    lines = ["a,y"] + [f"v{i},1" if i % 1000 != 999 else "bad" for i in range(6000)]
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
+    source = CsvSource(tmp_path / "in.csv", schema, schema.input_columns, block_bytes=1 << 13, readahead_blocks=64)
+    source.start()
+    deadline = time.monotonic() + 30
+    while len(source.rejects.rows) < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(source.rejects.rows) == 6  # parsed to the end before anything was encoded
+    pub = FakePublisher()
+    svc = ProducerService(ProducerSettings(strict=strict, frame_records=100), make_hasher(schema, KEY), source,
+                          pub, ProducerMetrics())  # type: ignore[arg-type]
+    if strict:
+        with pytest.raises(RecordError, match="line 1001: wrong_column_count"):
+            svc.run()
+        assert sum(decode(f).n_records for f in pub.frames) == 999
+    else:
+        report = svc.run()
+        assert [line for line, _, _ in report.bad_rows] == [1001 + 1000 * i for i in range(6)]
+        assert report.records_acked == 5994
+    assert not [t for t in threading.enumerate() if t.name == "csv-reader"]
+
+
+def test_a_started_reader_that_is_never_read_stops_on_close(tmp_path):
+    (tmp_path / "s.toml").write_text('categorical = ["a"]\n[label]\ncolumn = "y"\npositive = ["1"]\n')
+    schema = load_schema(tmp_path / "s.toml")
+    (tmp_path / "in.csv").write_text("a,y\n" + "".join(f"v{i},1\n" for i in range(20000)))
+    source = CsvSource(tmp_path / "in.csv", schema, schema.input_columns, block_bytes=1 << 12, readahead_blocks=2)
+    source.start()
+    source.start()  # idempotent: one reader
+    assert len([t for t in threading.enumerate() if t.name == "csv-reader"]) == 1
+    source.close()  # the reader was blocked on a full queue: it must still end
+    assert not [t for t in threading.enumerate() if t.name == "csv-reader"]
+    assert sum(c.num_rows for c in source) == 20000  # a closed source can still be read from the start
 
 
 def test_values_that_are_not_utf8_reject_their_rows_only(tmp_path):

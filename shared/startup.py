@@ -1,0 +1,39 @@
+"""Process start-up of the services: what to settle before the heavy imports.
+
+Why: a producer run over the benchmark's 900k-row file spent ~2 s in all, and a third of that was
+start-up. Two parts of it were not work at all: the cyclic garbage collector walked the tens of
+thousands of objects that importing numba, pyarrow and librdkafka's wrappers create, again and
+again while they were created (~0.3 s, `gc_collect_main` in a perf profile), and an idle
+OpenBLAS thread pool, which no service uses, spun on the second core. This module imports
+nothing heavy itself, so it can run before numpy is loaded.
+"""
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+from types import ModuleType
+
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def pin_blas_threads() -> None:
+    """One BLAS thread unless the user chose otherwise: the services' kernels are numba, not BLAS,
+    and a BLAS pool's spinning threads take the core that librdkafka and the broker need. Takes
+    effect only before numpy is first imported."""
+    for var in BLAS_THREAD_VARS:
+        os.environ.setdefault(var, "1")
+
+
+def import_quietly(name: str) -> ModuleType:
+    """Import ``name`` with the collector off, then freeze what the import built: those objects
+    live as long as the process, so later collections need not walk them either (the scorer's
+    full collections took 50-130 ms before, a request-latency tail)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return importlib.import_module(name)
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
