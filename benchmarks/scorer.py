@@ -87,9 +87,11 @@ def bench_memory(frames: list[bytes], model: ModelSnapshot, repeats: int) -> dic
     return out
 
 
-# where the loop's time goes, from cProfile's own time of these calls
+# where the loop's time goes, from cProfile's own time of these calls (cProfile sees the loop's
+# thread only: with serve threads, "kernel" is ~0 and "serve threads" is the loop waiting for them)
 _SPLIT = {"consume": ("method 'consume' of", "method 'poll' of 'cimpl.Consumer"),
-          "kernel": ("(predict_csr)",), "decode": ("frames.py", "(decode)"),
+          "kernel": ("(predict_csr)",), "serve threads": ("method 'acquire' of '_thread.lock'",),
+          "decode": ("frames.py", "(decode)"),
           "encode": ("(prediction_frame)", "method 'tobytes'", "method 'join'"),
           "produce": ("method 'produce' of",), "flush": ("method 'flush' of",),
           "commit": ("method 'commit' of",)}
@@ -107,13 +109,14 @@ def _split(prof: cProfile.Profile) -> dict[str, float]:
 
 
 def bench_topic(frames: list[bytes], model: ModelSnapshot, repeats: int,
-                compression: str = "lz4", rounds: int = 1) -> dict[str, Any]:
+                compression: str = "lz4", rounds: int = 1, serve_threads: int = 0) -> dict[str, Any]:
     """Each repetition: a fresh topic set, a scorer that already joined, then every frame at once,
     ``rounds`` times over (the same frames again: a window of ~0.2 s, as 40 frames gave, was
     halved by a single stall of the shared host).
 
     ``compression`` is the request producer's (lz4 is the producer service's default). The
-    allocator is set as ``python -m scorer`` sets it (shared/allocator.py).
+    allocator is set as ``python -m scorer`` sets it (shared/allocator.py). ``serve_threads`` 0
+    is throughput mode's default (scorer/settings.py).
     """
     reuse_large_buffers()
     n = len(frames) * PER_FRAME * rounds
@@ -121,7 +124,8 @@ def bench_topic(frames: list[bytes], model: ModelSnapshot, repeats: int,
     split: dict[str, float] = {}
     for rep in range(repeats):
         kafka = _setup(model)
-        settings = ScorerSettings(kafka=kafka, group=f"bench-{uuid.uuid4().hex}", mode="throughput")
+        settings = ScorerSettings(kafka=kafka, group=f"bench-{uuid.uuid4().hex}", mode="throughput",
+                                  serve_threads=serve_threads)
         with ScorerService(settings, ScorerMetrics()) as svc:
             deadline = time.monotonic() + 60
             while not svc._consumer.assignment() and time.monotonic() < deadline:
@@ -320,6 +324,8 @@ def run(quick: bool = False) -> dict:
         "bulk_from_topic_predictions_per_s": bench_topic(frames, model, repeats, rounds=1 if quick else 6),
         "bulk_from_topic_uncompressed_requests_predictions_per_s": bench_topic(frames, model, repeats, "none",
                                                                                rounds=1 if quick else 6),
+        "bulk_from_topic_one_serve_thread_predictions_per_s": bench_topic(frames, model, repeats,
+                                                                          rounds=1 if quick else 6, serve_threads=1),
         # 15 s windows at 1,000/s: in a 5 s window one 50 ms stall of the shared host alone set the
         # p99 (50 of its 5,000 requests); over 15,000 requests it must last 150 ms to do so
         "latency": bench_latency(_setup(model), [1000, 10000], 2.0 if quick else LATENCY_SECONDS, repeats),
@@ -334,7 +340,9 @@ def run(quick: bool = False) -> dict:
         f"{'reached' if bulk >= GOAL_BULK else 'missed'}; per CPU second of the scorer process: "
         f"{figures['bulk_from_topic_predictions_per_s']['per_cpu_second']:,.0f}; "
         f"serve() alone in memory: {mem:,.0f}/s; with uncompressed request frames: "
-        f"{figures['bulk_from_topic_uncompressed_requests_predictions_per_s']['median']:,.0f}/s",
+        f"{figures['bulk_from_topic_uncompressed_requests_predictions_per_s']['median']:,.0f}/s; "
+        f"with one serve thread instead of throughput mode's {ScorerSettings(mode='throughput').serve_threads}: "
+        f"{figures['bulk_from_topic_one_serve_thread_predictions_per_s']['median']:,.0f}/s",
         f"single-record latency at 1,000/s: p99 {p99:.1f} ms (goal < {GOAL_P99_MS:.0f} ms): "
         f"{'reached' if p99 < GOAL_P99_MS else 'missed'}; p50 "
         f"{figures['latency']['1000/s']['p50_ms']['median']:.1f} ms",

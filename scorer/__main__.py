@@ -32,6 +32,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--model-wait", type=float,
                    help="seconds after start-up to wait for a first model before requests get "
                         "'no_model' error replies (env HASHBRIDGE_SCORER_MODEL_WAIT, default 30)")
+    p.add_argument("--serve-threads", type=int,
+                   help="threads that score large frames (env HASHBRIDGE_SCORER_SERVE_THREADS; default "
+                        "1 in latency mode, 2 in throughput mode)")
     p.add_argument("--partitions", type=int, help="partitions when creating missing topics (default 4)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port "
                                                     "(env HASHBRIDGE_SCORER_METRICS_PORT)")
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = ScorerSettings.from_env(
             bootstrap=args.bootstrap, prefix=args.prefix, group=args.group, mode=args.mode,
             model_wait=args.model_wait, partitions=args.partitions, metrics_port=args.metrics_port,
-            session_timeout_ms=args.session_timeout_ms)
+            session_timeout_ms=args.session_timeout_ms, serve_threads=args.serve_threads)
     except ValueError as exc:
         log.error("bad settings: %s", exc)
         return 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import Any, Callable
 
@@ -63,6 +64,7 @@ class ScorerService:
         self.model: ModelSnapshot | None = None
         self.records_served = 0
         self._model_deadline = 0.0
+        self._pool: ThreadPoolExecutor | None = None  # scores large frames (settings.serve_threads)
 
     # -- resources -------------------------------------------------------------------------
     def __enter__(self) -> "ScorerService":
@@ -89,6 +91,10 @@ class ScorerService:
             self._watcher = ModelWatcher(s.kafka)
         stack.callback(self._watcher.close)
         warm_up()
+        if s.serve_threads > 1:
+            self._pool = ThreadPoolExecutor(s.serve_threads, thread_name_prefix="score")
+            stack.callback(self._pool.shutdown)
+            stack.callback(setattr, self, "_pool", None)
         self._consumer.subscribe([s.kafka.topics.score], on_assign=self._on_assign,
                                  on_revoke=self._on_revoke, on_lost=self._on_lost)
         self._model_deadline = time.monotonic() + s.model_wait
@@ -195,7 +201,7 @@ class ScorerService:
                 continue
             requests.append(msg)
         t1 = time.perf_counter()
-        replies = serve_many([msg.value() for msg in requests], self.model)
+        replies = serve_many([msg.value() for msg in requests], self.model, self._pool)
         serve_s = time.perf_counter() - t1
         batch = _Batch(self._on_delivery_error)
         # counted before producing: a full queue makes ``_produce`` poll, which may run callbacks

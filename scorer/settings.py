@@ -32,6 +32,10 @@ _CONSUMER_MODE: dict[str, dict[str, Any]] = {
     "throughput": {"fetch.wait.max.ms": 50, "fetch.min.bytes": 1 << 20,
                    "queued.max.messages.kbytes": 256 * 1024, "queued.min.messages": 1000},
 }
+# Threads that score large frames (``scoring.serve_many``): a bulk frame's kernel releases the GIL,
+# so a second thread scores one frame while the loop's thread decodes, copies and produces the
+# others (docs/scorer.md). Single-record requests are scored together in one call: one thread.
+SERVE_THREADS: dict[str, int] = {"latency": 1, "throughput": 2}
 # Freed memory the process keeps for reuse (``scorer.heap``), per mode: bulk frames are MiBs each and
 # re-faulting their buffers cost ~30% of the serving thread; single-record requests never notice.
 HEAP_KEEP_BYTES: dict[str, int] = {"latency": 0, "throughput": 256 * 1024 * 1024}
@@ -60,6 +64,7 @@ class ScorerSettings:
     consume_wait: float = -1.0  # < 0: the mode's default
     linger_ms: float = -1.0
     commit_interval: float = -1.0
+    serve_threads: int = 0  # 0: the mode's default (SERVE_THREADS)
 
     def __post_init__(self) -> None:
         if self.mode not in MODE_DEFAULTS:
@@ -70,6 +75,9 @@ class ScorerSettings:
         object.__setattr__(self, "consume_wait", w if self.consume_wait < 0 else self.consume_wait)
         object.__setattr__(self, "linger_ms", lg if self.linger_ms < 0 else self.linger_ms)
         object.__setattr__(self, "commit_interval", c if self.commit_interval < 0 else self.commit_interval)
+        if self.serve_threads < 0:
+            raise ValueError(f"serve_threads must be >= 0, got {self.serve_threads}")
+        object.__setattr__(self, "serve_threads", self.serve_threads or SERVE_THREADS[self.mode])
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **flags: Any) -> "ScorerSettings":
@@ -78,7 +86,7 @@ class ScorerSettings:
         kafka = KafkaSettings.from_env(flags.pop("bootstrap", None), flags.pop("prefix", None), env)
         values: dict[str, Any] = {}
         for name, conv in (("group", str), ("mode", str), ("model_wait", float), ("partitions", int),
-                           ("metrics_port", int), ("session_timeout_ms", int)):
+                           ("metrics_port", int), ("session_timeout_ms", int), ("serve_threads", int)):
             raw = env.get("HASHBRIDGE_SCORER_" + name.upper())
             if raw not in (None, ""):
                 values[name] = conv(raw)

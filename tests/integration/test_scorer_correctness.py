@@ -58,7 +58,7 @@ def test_probabilities_match_numpy_and_bad_frames_get_error_replies(kafka: Kafka
     expected: dict[int, float] = {}
     next_id = 0
     for f in range(120):
-        n = int(rng.integers(1, 400))
+        n = int(rng.integers(1, 400)) if f % 10 else 4000  # every tenth a bulk frame (> 64 KiB: serve threads)
         lengths = rng.integers(0, 30, n)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.uint32)
         indices = rng.integers(0, 1 << SPEC.bits, int(offsets[-1])).astype(np.uint32)

@@ -166,3 +166,61 @@ def test_serve_many_takes_the_fast_path_for_valid_frames() -> None:
         scoring.serve = real
     assert calls == [] and all(r.ok for r in got)
     assert [r.value for r in got] == [real(v, m).value for v in requests]
+
+
+def test_serve_many_on_a_pool_gives_serve_s_replies_in_order() -> None:
+    """Large frames (bulk scoring) are scored on a thread pool: same bytes, same order as ``serve``,
+    the broken and foreign ones included, and the pool's threads really ran the kernel."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scorer import scoring
+
+    rng = np.random.default_rng(11)
+    m = model(7)
+    requests: list[bytes | None] = []
+    for f in range(12):
+        offsets, indices = random_rows(rng, 3000)  # ~30 KiB of indices: above SMALL_FRAME_BYTES
+        spec = FOREIGN if f == 4 else SPEC
+        buf = bytearray(encode_score(spec, rng.integers(0, 2**63, 3000).astype(np.uint64), offsets, indices))
+        if f == 7:
+            buf[3] ^= 0xFF  # bad magic
+        requests.append(bytes(buf))
+    requests.append(None)
+    assert all(len(r) > scoring.SMALL_FRAME_BYTES for r in requests if r is not None)
+    threads: set[str] = set()
+    real = scoring.serve
+
+    def spy(v: bytes | None, mod: ModelSnapshot | None) -> scoring.Reply:
+        threads.add(threading.current_thread().name)
+        return real(v, mod)
+
+    scoring.serve = spy  # type: ignore[assignment]
+    try:
+        with ThreadPoolExecutor(2, thread_name_prefix="score") as pool:
+            got = scoring.serve_many(requests, m, pool)
+    finally:
+        scoring.serve = real
+    want = [real(v, m) for v in requests]
+    assert [(r.value, r.n_records, r.reason) for r in got] == [(r.value, r.n_records, r.reason) for r in want]
+    assert [r.ok for r in got].count(False) == 3
+    assert threads and all(t.startswith("score") for t in threads)
+
+
+def test_serve_many_serves_small_and_large_frames_together_in_order() -> None:
+    """A batch mixing single-record requests and bulk frames: the small ones in one kernel call,
+    the large ones (and any small one the kernel refuses) on the pool, replies in request order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scorer.scoring import serve_many
+
+    rng = np.random.default_rng(12)
+    m = model(8)
+    requests = _small_requests(rng, 30)
+    for pos in (3, 17, 29):
+        offsets, indices = random_rows(rng, 3000)
+        requests.insert(pos, encode_score(SPEC, rng.integers(0, 2**63, 3000).astype(np.uint64), offsets, indices))
+    with ThreadPoolExecutor(2) as pool:
+        got = serve_many(requests, m, pool)
+    want = [serve(v, m) for v in requests]
+    assert [(r.value, r.n_records, r.reason) for r in got] == [(r.value, r.n_records, r.reason) for r in want]

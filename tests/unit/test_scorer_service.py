@@ -216,3 +216,12 @@ def test_a_batch_never_waits_to_fill() -> None:
         svc.run(timeout=0.05)  # nothing left: waits in poll() only
     assert calls and all(t == 0 for kind, t in calls if kind == "consume")
     assert ("poll", s.consume_wait) in calls
+
+
+def test_serve_threads_come_from_the_mode_unless_set() -> None:
+    assert ScorerSettings(mode="latency").serve_threads == 1
+    assert ScorerSettings(mode="throughput").serve_threads == 2
+    assert ScorerSettings.from_env({"HASHBRIDGE_SCORER_SERVE_THREADS": "3"}, mode="throughput").serve_threads == 3
+    assert ScorerSettings.from_env({"HASHBRIDGE_SCORER_SERVE_THREADS": "3"}, serve_threads=1).serve_threads == 1
+    with pytest.raises(ValueError, match="serve_threads"):
+        ScorerSettings(serve_threads=-1)
