@@ -108,55 +108,66 @@ def _split(prof: cProfile.Profile) -> dict[str, float]:
     return split
 
 
-def bench_topic(frames: list[bytes], model: ModelSnapshot, repeats: int,
-                compression: str = "lz4", rounds: int = 1, serve_threads: int = 0) -> dict[str, Any]:
-    """Each repetition: a fresh topic set, a scorer that already joined, then every frame at once,
-    ``rounds`` times over (the same frames again: a window of ~0.2 s, as 40 frames gave, was
-    halved by a single stall of the shared host).
+def _topic_run(frames: list[bytes], model: ModelSnapshot, rounds: int, compression: str, serve_threads: int,
+               profile: bool) -> tuple[float, float, dict[str, float] | None]:
+    """One repetition: a fresh topic set, a scorer that already joined, then every frame at once,
+    ``rounds`` times over; returns (wall s, CPU s, the loop's split if ``profile``)."""
+    n = len(frames) * PER_FRAME * rounds
+    kafka = _setup(model)
+    settings = ScorerSettings(kafka=kafka, group=f"bench-{uuid.uuid4().hex}", mode="throughput",
+                              serve_threads=serve_threads)
+    with ScorerService(settings, ScorerMetrics()) as svc:
+        deadline = time.monotonic() + 60
+        while not svc._consumer.assignment() and time.monotonic() < deadline:
+            svc.run(timeout=0.5)  # join the group and load the model, untimed
+        producer = make_producer(kafka, **{"compression.type": compression})
+        for i, f in enumerate(frames * rounds):
+            while True:
+                try:
+                    producer.produce(kafka.topics.score, key=b"%d" % i, value=f)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+        producer.flush(120)
+        prof = cProfile.Profile() if profile else None
+        c0, t0 = _cpu(), time.perf_counter()
+        if prof:
+            prof.enable()
+        served = svc.run(max_records=n, timeout=300)
+        svc._commit()  # the figure includes flushing every reply
+        if prof:
+            prof.disable()
+        wall, cpu = time.perf_counter() - t0, _cpu() - c0
+        assert served == n, served
+    if prof is None:
+        return wall, cpu, None
+    split = {k: round(v, 4) for k, v in _split(prof).items()}
+    split["other"] = round(max(0.0, wall - sum(split.values())), 4)
+    return wall, cpu, split
 
-    ``compression`` is the request producer's (lz4 is the producer service's default). The
-    allocator is set as ``python -m scorer`` sets it (shared/allocator.py). ``serve_threads`` 0
-    is throughput mode's default (scorer/settings.py).
-    """
+
+def bench_topic(frames: list[bytes], model: ModelSnapshot, repeats: int, variants: dict[str, dict[str, Any]],
+                rounds: int = 1) -> dict[str, dict[str, Any]]:
+    """Bulk scoring from a topic, for each variant (``compression``: the request producer's, lz4
+    by default as in the producer service; ``serve_threads``: 0 is throughput mode's default),
+    one repetition of each per round so that the shared host's changes of speed hit every
+    variant alike. Each pass over the frames is ``rounds`` times the 40 frames: a window of
+    ~0.2 s, as 40 frames gave, was halved by a single stall of the shared host. The allocator is
+    set as ``python -m scorer`` sets it (shared/allocator.py)."""
     reuse_large_buffers()
     n = len(frames) * PER_FRAME * rounds
-    walls, cpus = [], []
-    split: dict[str, float] = {}
+    runs: dict[str, list[tuple[float, float, dict[str, float] | None]]] = {name: [] for name in variants}
     for rep in range(repeats):
-        kafka = _setup(model)
-        settings = ScorerSettings(kafka=kafka, group=f"bench-{uuid.uuid4().hex}", mode="throughput",
-                                  serve_threads=serve_threads)
-        with ScorerService(settings, ScorerMetrics()) as svc:
-            deadline = time.monotonic() + 60
-            while not svc._consumer.assignment() and time.monotonic() < deadline:
-                svc.run(timeout=0.5)  # join the group and load the model, untimed
-            producer = make_producer(kafka, **{"compression.type": compression})
-            for i, f in enumerate(frames * rounds):
-                while True:
-                    try:
-                        producer.produce(kafka.topics.score, key=b"%d" % i, value=f)
-                        break
-                    except BufferError:
-                        producer.poll(0.1)
-            producer.flush(120)
-            prof = cProfile.Profile() if rep == repeats - 1 else None
-            c0, t0 = _cpu(), time.perf_counter()
-            if prof:
-                prof.enable()
-            served = svc.run(max_records=n, timeout=300)
-            svc._commit()  # the figure includes flushing every reply
-            if prof:
-                prof.disable()
-                split = _split(prof)
-            walls.append(time.perf_counter() - t0)
-            cpus.append(_cpu() - c0)
-            assert served == n, served
-    wall = walls[-1]
-    split = {k: round(v, 4) for k, v in split.items()}
-    split["other"] = round(max(0.0, wall - sum(split.values())), 4)
-    return {"median": n / statistics.median(walls), "min": n / max(walls), "max": n / min(walls),
-            "seconds": walls, "cpu_seconds": cpus, "per_cpu_second": n / statistics.median(cpus),
-            "split_seconds_last_run": split}
+        for name, kw in variants.items():
+            runs[name].append(_topic_run(frames, model, rounds, kw.get("compression", "lz4"),
+                                         kw.get("serve_threads", 0), profile=rep == repeats - 1))
+    out = {}
+    for name, rs in runs.items():
+        walls, cpus = [w for w, _, _ in rs], [c for _, c, _ in rs]
+        out[name] = {"median": n / statistics.median(walls), "min": n / max(walls), "max": n / min(walls),
+                     "seconds": walls, "cpu_seconds": cpus, "per_cpu_second": n / statistics.median(cpus),
+                     "split_seconds_last_run": rs[-1][2]}
+    return out
 
 
 class _Replies(threading.Thread):
@@ -321,11 +332,11 @@ def run(quick: bool = False) -> dict:
     figures: dict[str, Any] = {
         "records_per_frame": PER_FRAME, "indices_per_record": PER_ROW, "bits": SPEC.bits,
         "bulk_in_memory_predictions_per_s": bench_memory(frames, model, repeats),
-        "bulk_from_topic_predictions_per_s": bench_topic(frames, model, repeats, rounds=1 if quick else 6),
-        "bulk_from_topic_uncompressed_requests_predictions_per_s": bench_topic(frames, model, repeats, "none",
-                                                                               rounds=1 if quick else 6),
-        "bulk_from_topic_one_serve_thread_predictions_per_s": bench_topic(frames, model, repeats,
-                                                                          rounds=1 if quick else 6, serve_threads=1),
+        **bench_topic(frames, model, repeats, {
+            "bulk_from_topic_predictions_per_s": {},
+            "bulk_from_topic_uncompressed_requests_predictions_per_s": {"compression": "none"},
+            "bulk_from_topic_one_serve_thread_predictions_per_s": {"serve_threads": 1},
+        }, rounds=1 if quick else 6),
         # 15 s windows at 1,000/s: in a 5 s window one 50 ms stall of the shared host alone set the
         # p99 (50 of its 5,000 requests); over 15,000 requests it must last 150 ms to do so
         "latency": bench_latency(_setup(model), [1000, 10000], 2.0 if quick else LATENCY_SECONDS, repeats),
