@@ -34,7 +34,9 @@ _CONSUMER_MODE: dict[str, dict[str, Any]] = {
 }
 # Threads that score large frames (``scoring.serve_many``): a bulk frame's kernel releases the GIL,
 # so a second thread scores one frame while the loop's thread decodes, copies and produces the
-# others (docs/scorer.md). Single-record requests are scored together in one call: one thread.
+# others. On 2 cores shared with librdkafka and the broker the gain was small and not consistent
+# (+22, +8, +11, +7, -1 % in five interleaved comparisons; docs/scorer.md). Single-record requests are
+# scored together in one kernel call: one thread.
 SERVE_THREADS: dict[str, int] = {"latency": 1, "throughput": 2}
 # Freed memory the process keeps for reuse (``scorer.heap``), per mode: bulk frames are MiBs each and
 # re-faulting their buffers cost ~30% of the serving thread; single-record requests never notice.

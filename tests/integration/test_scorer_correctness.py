@@ -73,7 +73,8 @@ def test_probabilities_match_numpy_and_bad_frames_get_error_replies(kafka: Kafka
     producer.produce(kafka.topics.score, key=b"garbage", value=b"\x00not a frame, but long enough to carry a full forty byte header")
     assert producer.flush(30) == 0
 
-    settings = ScorerSettings(kafka=kafka, group=f"g{uuid.uuid4().hex}", model_wait=20.0, mode="throughput")
+    settings = ScorerSettings(kafka=kafka, group=f"g{uuid.uuid4().hex}", model_wait=20.0, mode="throughput",
+                              serve_threads=2)  # the bulk frames go through the thread pool
     with ScorerService(settings, ScorerMetrics()) as svc:
         served = svc.run(max_records=len(expected) + 3, timeout=90)
         assert served == len(expected) + 3
