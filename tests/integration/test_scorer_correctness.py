@@ -105,3 +105,58 @@ def test_probabilities_match_numpy_and_bad_frames_get_error_replies(kafka: Kafka
     dead = read_all(kafka, kafka.topics.dlq, 2)
     reasons = {m.key(): headers_dict(m.headers())[REASON] for m in dead}
     assert reasons == {b"foreign": "spec_mismatch", b"garbage": "bad_magic"}
+
+
+def test_adult_test_through_the_scorer_equals_the_model_applied_directly(kafka: KafkaSettings, tmp_path) -> None:
+    """adult.test, hashed by the producer's columnar path with a real key, sent as score frames,
+    scored by the scorer service through the broker: every probability equals the same model
+    applied with numpy to the same frames (1e-6), and the reply names the model version."""
+    import shutil
+    from pathlib import Path
+
+    from producer.edges import fit_edges
+    from producer.hashing import make_hasher
+    from producer.schema import load_schema
+    from producer.sources import CsvSource
+    from shared.datasets import adult_dir
+
+    root = Path(__file__).resolve().parents[2]
+    shutil.copy(root / "examples" / "adult.schema.toml", tmp_path)
+    fit_edges(load_schema(tmp_path / "adult.schema.toml"), str(adult_dir() / "adult.data"))
+    schema = load_schema(tmp_path / "adult.schema.toml")
+    hasher = make_hasher(schema, bytes(range(7, 39)))
+    source = CsvSource(adult_dir() / "adult.test", schema, schema.input_columns)
+    encoded = [hasher.batch(c.batch) for c in source]
+    spec = hasher.spec
+    model = ModelSnapshot(4, spec, np.random.default_rng(4).normal(scale=0.3, size=1 << spec.bits).astype(np.float32),
+                          -0.7, 0, time.time())
+    pub = ModelPublisher(kafka)
+    pub.publish(model)
+    pub.close()
+
+    producer = make_producer(kafka)
+    expected: dict[int, float] = {}
+    first = frames = 0
+    for enc in encoded:
+        for start in range(0, enc.n, 1000):
+            stop = min(start + 1000, enc.n)
+            offsets, indices, values = enc.rows(start, stop)
+            ids = (np.arange(first, first + stop - start, dtype=np.uint64) * 104729) + 17  # opaque
+            first += stop - start
+            expected.update(zip(ids.tolist(), predict_numpy(model, offsets, indices, values).tolist()))
+            producer.produce(kafka.topics.score, key=b"%d" % first, value=encode_score(spec, ids, offsets, indices, values))
+            frames += 1
+    assert producer.flush(30) == 0
+    assert len(expected) == 16281  # every test record (the file's first line is not a record)
+
+    settings = ScorerSettings(kafka=kafka, group=f"g{uuid.uuid4().hex}", model_wait=20.0)
+    with ScorerService(settings, ScorerMetrics()) as svc:
+        assert svc.run(max_records=len(expected), timeout=90) == len(expected)
+    got: dict[int, float] = {}
+    for msg in read_all(kafka, kafka.topics.predictions, frames):
+        frame = decode(msg.value())
+        assert frame.kind is Kind.PREDICTION and frame.model_version == 4 and frame.spec == spec
+        got.update(zip(frame.request_ids.tolist(), frame.probabilities.tolist()))
+    assert got.keys() == expected.keys()
+    ids = list(expected)
+    np.testing.assert_allclose([got[i] for i in ids], [expected[i] for i in ids], rtol=0, atol=1e-6)
