@@ -26,12 +26,6 @@ KAFKA_VERSION = "4.4.0"  # the broker the project runs (hashbridge/kafka/pom.xml
 DEADLINE_ENV = "HASHBRIDGE_BENCH_DEADLINE"  # epoch seconds by which a part should finish (set by __main__)
 
 
-def pin_blas_threads() -> None:
-    """One BLAS thread per process, so no contender gets hidden extra cores; call before numpy loads."""
-    for var in BLAS_THREAD_VARS:
-        os.environ[var] = "1"
-
-
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
