@@ -7,8 +7,9 @@ The parts' own figures (producer columnar, trainer via Kafka) each leave the oth
 one runs both as the product runs them, concurrently, as subprocesses on the same 2 cores with the
 broker. The trainer is started first and the clock starts only once its workers hold every
 partition (start-up and group join are not pipeline throughput); the clock stops when a snapshot
-on disk counts all N records, so the figure includes the last snapshot's latency (snapshots are
-taken every ``SNAPSHOT_SECONDS``). Each repetition uses a fresh topic prefix, consumer group and
+on disk counts all N records, so the figure includes the last snapshot's latency: the trainer
+snapshots once its input has been quiet for ``IDLE_SECONDS`` (``--checkpoint-idle-seconds``), and
+otherwise at its default intervals. Each repetition uses a fresh topic prefix, consumer group and
 checkpoint directory. The final model is scored on the generator's test split, hashed by the
 producer's own columnar path with the same schema and key.
 """
@@ -33,7 +34,8 @@ from benchmarks import datagen
 from benchmarks.common import DEADLINE_ENV, write_result
 
 BITS, WORKERS, PARTITIONS = 20, 2, 4
-SNAPSHOT_SECONDS = 0.5  # how often the trainer snapshots: the end of the clock is quantised by it
+IDLE_SECONDS = 0.1  # the trainer snapshots this long after its input went quiet: the clock's end
+KEPT_PACE_SECONDS = 0.5  # a lag within the idle pause plus a snapshot's write: the trainer kept pace
 READY_TIMEOUT, RUN_TIMEOUT = 90.0, 150.0
 SCHEMA = """# written by benchmarks/pipeline.py: every generated column is categorical
 header = true
@@ -111,7 +113,7 @@ def one_run(bootstrap: str, csv: Path, schema_path: Path, key_path: Path, key_he
     trainer = start_trainer(
         ["--bootstrap", bootstrap, "--topic-prefix", prefix, "--group", f"bench-{prefix}",
          "--workers", str(WORKERS), "--bits", str(BITS), "--key-id", key_hex, "--checkpoint-dir", str(ckdir),
-         "--checkpoint-seconds", str(SNAPSHOT_SECONDS), "--checkpoint-records", str(10**12), "--keep", "2",
+         "--checkpoint-idle-seconds", str(IDLE_SECONDS), "--keep", "2",
          "--no-publish", "--report-seconds", "3600"], log_path=tlog)
     out: dict[str, Any] = {"prefix": prefix}
     producer = None
@@ -217,7 +219,7 @@ def run(quick: bool = False) -> dict:
     n = int(meta["n_train"])
     figures: dict[str, Any] = {"rows": n_rows, "records": n, "fields": datagen.N_FIELDS, "bits": BITS,
                                "workers": WORKERS, "partitions": PARTITIONS, "compression": "none",
-                               "snapshot_seconds": SNAPSHOT_SECONDS, "best_auc": meta["best_auc"]}
+                               "snapshot_idle_seconds": IDLE_SECONDS, "best_auc": meta["best_auc"]}
     runs: list[dict[str, Any]] = []
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="hb-bench-pipeline-") as tmp, resolve_bootstrap() as lease:
@@ -275,12 +277,13 @@ def run(quick: bool = False) -> dict:
             f"start-up) says {p['producer_reported_rate']['median']:,.0f} records/s.",
             f"The trainer was started first and the clock began once its workers held all {PARTITIONS} partitions "
             f"(median {p['trainer_ready_seconds']['median']:.1f} s of start-up, not counted); the end is seen "
-            f"through snapshots taken every {SNAPSHOT_SECONDS} s, so up to that much is counted as lag.",
+            f"through the snapshot the trainer takes once its input has been quiet for {IDLE_SECONDS} s "
+            "(--checkpoint-idle-seconds), so that pause, the snapshot's write and the poll are counted as lag.",
         ]
         lag, prod = p["trainer_lag_seconds"]["median"], p["producer_seconds"]["median"]
         notes.append("bottleneck: " + (
-            "the producer - the trainer kept pace, finishing within a snapshot interval of the producer's exit"
-            if lag <= SNAPSHOT_SECONDS else
+            f"the producer - the trainer kept pace, its snapshot within {KEPT_PACE_SECONDS} s of the producer's exit"
+            if lag <= KEPT_PACE_SECONDS else
             f"the trainer - it needed {lag:.2f} s after the producer's {prod:.2f} s"))
         if aucs:
             notes.append(f"test AUC of the final model: {statistics.median(aucs):.4f} (generator's best possible "

@@ -25,6 +25,9 @@ class TrainerSettings:
     checkpoint_dir: Path = Path("checkpoints")
     checkpoint_records: int = 5_000_000
     checkpoint_seconds: float = 60.0
+    # a pause in the stream this long after records were learned triggers a snapshot (and a model
+    # for the scorers) at once instead of up to checkpoint_seconds later; 0 turns it off
+    checkpoint_idle_seconds: float = 1.0
     keep_snapshots: int = 3
     publish: bool = True
     until_caught_up: bool = False
@@ -47,6 +50,8 @@ class TrainerSettings:
             raise ConfigError("spec bits differ from --bits")
         if self.checkpoint_records < 1 or self.checkpoint_seconds <= 0:
             raise ConfigError("checkpoint interval must be positive")
+        if self.checkpoint_idle_seconds < 0:
+            raise ConfigError("--checkpoint-idle-seconds must be >= 0 (0: off)")
         if self.curve_records < 0:
             raise ConfigError("--curve-records must be >= 0")
         if self.sync_seconds <= 0 or self.sync_records < 1:
@@ -82,7 +87,7 @@ class TrainerSettings:
             group=a.group or env.get("HASHBRIDGE_TRAINER_GROUP", "hb-trainer"),
             checkpoint_dir=Path(a.checkpoint_dir or env.get("HASHBRIDGE_CHECKPOINT_DIR", "checkpoints")),
             checkpoint_records=a.checkpoint_records, checkpoint_seconds=a.checkpoint_seconds,
-            keep_snapshots=a.keep, publish=not a.no_publish, until_caught_up=a.until_caught_up,
+            checkpoint_idle_seconds=a.checkpoint_idle_seconds, keep_snapshots=a.keep, publish=not a.no_publish, until_caught_up=a.until_caught_up,
             batch_messages=a.batch_messages, report_seconds=a.report_seconds,
             curve_records=a.curve_records,
             metrics_port=a.metrics_port if a.metrics_port is not None
@@ -113,6 +118,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", help="snapshot directory (env HASHBRIDGE_CHECKPOINT_DIR)")
     p.add_argument("--checkpoint-records", type=int, default=5_000_000)
     p.add_argument("--checkpoint-seconds", type=float, default=60.0)
+    p.add_argument("--checkpoint-idle-seconds", type=float, default=1.0,
+                   help="snapshot (and publish) once the stream has paused this long after learning "
+                        "records since the last snapshot (default 1; 0: off)")
     p.add_argument("--keep", type=int, default=3, help="snapshots kept on disk")
     p.add_argument("--no-publish", action="store_true", help="do not publish models to the models topic")
     p.add_argument("--until-caught-up", action="store_true",

@@ -307,8 +307,8 @@ class Supervisor(ScaleOut):
             ends = self._end_offsets() if s.until_caught_up else None
             self.procs = [self._start_worker(i) for i in range(s.workers)]
             stack.callback(lambda: self.procs and self._stop_workers())
-            last_ckpt_t = last_report_t = time.monotonic()
-            last_ckpt_n = self.arrays.records()
+            last_ckpt_t = last_report_t = last_moved_t = time.monotonic()
+            last_ckpt_n = last_n = self.arrays.records()
             while not self._stop:
                 time.sleep(_TICK)
                 self._check_workers()
@@ -324,8 +324,11 @@ class Supervisor(ScaleOut):
                 now = time.monotonic()
                 if released and self.sync is not None:
                     self._sync_tick()
+                if n != last_n:
+                    last_n, last_moved_t = n, now
+                idle = 0 < s.checkpoint_idle_seconds <= now - last_moved_t and n > last_ckpt_n
                 if released and (n - last_ckpt_n >= s.checkpoint_records
-                                 or now - last_ckpt_t >= s.checkpoint_seconds):
+                                 or now - last_ckpt_t >= s.checkpoint_seconds or idle):
                     if self.checkpoint() is not None:
                         last_ckpt_n, last_ckpt_t = n, now
                 if now - last_report_t >= s.report_seconds:

@@ -122,3 +122,33 @@ def test_sigterm_checkpoints_and_a_killed_worker_is_replaced(kafka_bootstrap, tm
     assert snap.records == 150_000
     assert not our_shm(proc.pid)
     assert not worker_pids(proc.pid)
+
+
+def test_a_pause_in_the_stream_snapshots_and_publishes_at_once(kafka_bootstrap, tmp_path):
+    """With the periodic triggers out of reach, each burst's records reach a snapshot and a
+    published model because the stream paused after it (--checkpoint-idle-seconds)."""
+    from shared.models import scan_manifests
+
+    def newest_published_records() -> int:
+        manifests: dict = {}
+        scan_manifests(ks, timeout=10, full=manifests)
+        return manifests[max(manifests)]["records_seen"] if manifests else -1
+
+    ks = make_env(kafka_bootstrap)
+    ensure_topics(ks, {ks.topics.models: 1})
+    ck = tmp_path / "ck"
+    proc = start_trainer(trainer_args(ks, ck, "--checkpoint-records", str(10**12), "--checkpoint-seconds",
+                                      "1e9", "--checkpoint-idle-seconds", "0.3", workers=2),
+                         log_path=tmp_path / "trainer.log")
+    try:
+        total = 0
+        for burst, n in enumerate((20_000, 7_000)):
+            produce_synthetic(ks, ks.topics.train, SPEC, n, per_frame=500, partitions=4, seed=burst)
+            total += n
+            wait_for(lambda: snapshot_records(ck) == total, 90, f"burst {burst} in a snapshot")
+            assert proc.poll() is None, "the snapshot must come from the running trainer, not its exit"
+            wait_for(lambda: newest_published_records() == total, 60, f"burst {burst} published")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        assert finish(proc, 60) == 0, (tmp_path / "trainer.log").read_text()[-3000:]

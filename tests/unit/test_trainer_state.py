@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shared.errors import ConfigError
 from shared.frames import encode_train
 from shared.hashspec import Algorithm, SpecId
 from shared.settings import KafkaSettings, Topics
@@ -163,6 +164,10 @@ def test_settings_from_flags_and_environment():
     assert cfg["enable.auto.offset.store"] is False and cfg["group.id"] == "hb-trainer"
     with pytest.raises(ValueError):
         Hyper(Optimizer.ADAGRAD, l1=0.1)  # L1 is FTRL's
+    assert s.checkpoint_idle_seconds == 1.0
+    assert TrainerSettings.from_args(["--checkpoint-idle-seconds", "0"]).checkpoint_idle_seconds == 0.0
+    with pytest.raises(ConfigError):
+        TrainerSettings.from_args(["--checkpoint-idle-seconds", "-1"])
 
 
 def test_supervisor_restore_and_caught_up(tmp_path: Path):
