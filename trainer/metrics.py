@@ -69,6 +69,8 @@ class TrainerMetrics:
         self.records = Gauge("hb_trainer_records_learned", "records in the model (exactly once)", registry=r)
         self.ckpt_seconds = Histogram("hb_trainer_checkpoint_seconds", "checkpoint duration", registry=r,
                                       buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.ckpts = Counter("hb_trainer_checkpoints", "snapshots written, by what triggered them", ["trigger"],
+                             registry=r)
         self.ckpt_time = Gauge("hb_trainer_checkpoint_timestamp", "unix time of the last checkpoint", registry=r)
         self.ckpt_age = Gauge("hb_trainer_checkpoint_age_seconds", "seconds since the last checkpoint", registry=r)
         self.ckpt_age.set_function(self._age)
@@ -105,8 +107,9 @@ class TrainerMetrics:
     def _age(self) -> float:
         return time.time() - self._last if self._last else 0.0
 
-    def checkpointed(self, version: int, seconds: float, records: int) -> None:
+    def checkpointed(self, version: int, seconds: float, records: int, trigger: str) -> None:
         self._last = time.time()
+        self.ckpts.labels(trigger).inc()
         self.ckpt_time.set(self._last)
         self.ckpt_seconds.observe(seconds)
         self.version.set(version)

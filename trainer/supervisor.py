@@ -184,7 +184,9 @@ class Supervisor(ScaleOut):
                 return True
             time.sleep(0.0005)
 
-    def checkpoint(self, live: bool = True) -> Checkpoint | None:
+    def checkpoint(self, live: bool = True, trigger: str = "final") -> Checkpoint | None:
+        """Snapshot, write and publish the model; ``trigger`` (records, interval, idle, final) goes to
+        the log line and the ``hb_trainer_checkpoints{trigger}`` counter."""
         t0 = time.perf_counter()
         if self.sync is not None:  # the accepted cut: no pause needed, never a torn state
             ckpt = self._capture_cut()
@@ -205,9 +207,9 @@ class Supervisor(ScaleOut):
         write_checkpoint(self.s.checkpoint_dir, ckpt, self.s.keep_snapshots)
         self.version, self.last = ckpt.version, ckpt
         dt = time.perf_counter() - t0
-        self.metrics.checkpointed(ckpt.version, dt, ckpt.records)
-        log.info("checkpoint version %d: %d records, %d partitions, %.3f s",
-                 ckpt.version, ckpt.records, len(ckpt.offsets), dt)
+        self.metrics.checkpointed(ckpt.version, dt, ckpt.records, trigger)
+        log.info("checkpoint version %d (%s): %d records, %d partitions, %.3f s",
+                 ckpt.version, trigger, ckpt.records, len(ckpt.offsets), dt)
         self._publish(ckpt)
         return ckpt
 
@@ -326,10 +328,12 @@ class Supervisor(ScaleOut):
                     self._sync_tick()
                 if n != last_n:
                     last_n, last_moved_t = n, now
-                idle = 0 < s.checkpoint_idle_seconds <= now - last_moved_t and n > last_ckpt_n
-                if released and (n - last_ckpt_n >= s.checkpoint_records
-                                 or now - last_ckpt_t >= s.checkpoint_seconds or idle):
-                    if self.checkpoint() is not None:
+                trigger = ("records" if n - last_ckpt_n >= s.checkpoint_records
+                           else "interval" if now - last_ckpt_t >= s.checkpoint_seconds
+                           else "idle" if 0 < s.checkpoint_idle_seconds <= now - last_moved_t and n > last_ckpt_n
+                           else None)
+                if released and trigger is not None:
+                    if self.checkpoint(trigger=trigger) is not None:
                         last_ckpt_n, last_ckpt_t = n, now
                 if now - last_report_t >= s.report_seconds:
                     self.report()

@@ -152,3 +152,5 @@ def test_a_pause_in_the_stream_snapshots_and_publishes_at_once(kafka_bootstrap, 
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         assert finish(proc, 60) == 0, (tmp_path / "trainer.log").read_text()[-3000:]
+    log = (tmp_path / "trainer.log").read_text()
+    assert "(idle): 20000 records" in log and f"(idle): {total} records" in log, log[-3000:]

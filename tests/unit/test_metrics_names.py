@@ -40,6 +40,7 @@ REQUIRED: dict[str, dict[str, tuple[str, frozenset[str]]]] = {
         "hb_trainer_progressive_logloss": ("gauge", frozenset({"window"})),
         "hb_trainer_progressive_auc": ("gauge", frozenset({"window"})),
         "hb_trainer_checkpoint_seconds": ("histogram", frozenset()),
+        "hb_trainer_checkpoints": ("counter", frozenset({"trigger"})),
         "hb_trainer_checkpoint_age_seconds": ("gauge", frozenset()),
         "hb_trainer_model_version": ("gauge", frozenset()),
         "hb_trainer_records_learned": ("gauge", frozenset()),
