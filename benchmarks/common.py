@@ -85,6 +85,62 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+class CpuSplit:
+    """Where the host's CPU went between two marks: cores used by given processes, by the JVMs
+    (the broker) and the host's idle share, from ``/proc`` (Linux; empty elsewhere). It says
+    whether a stage that runs beside the broker on 2 cores is CPU-bound or waits."""
+
+    def __init__(self) -> None:
+        self._hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._t0 = 0.0
+        self._start: dict[str, Any] = {}
+
+    @staticmethod
+    def _host() -> tuple[int, int]:
+        f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        return f[3] + f[4], sum(f[:8])  # idle + iowait, all
+
+    @staticmethod
+    def _ticks(pid: int) -> tuple[str, int]:
+        st = open(f"/proc/{pid}/stat").read()
+        rest = st[st.rindex(")") + 2:].split()
+        return st[st.index("(") + 1:st.rindex(")")], int(rest[11]) + int(rest[12])  # comm, utime + stime
+
+    def _sample(self, pids: list[int]) -> dict[str, Any]:
+        own, java = 0, 0
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                comm, ticks = self._ticks(int(name))
+            except (OSError, ValueError, IndexError):
+                continue  # exited meanwhile
+            if int(name) in pids:
+                own += ticks
+            elif comm == "java":
+                java += ticks
+        return {"host": self._host(), "own": own, "java": java}
+
+    def start(self, pids: list[int]) -> None:
+        try:
+            self._t0, self._start = time.perf_counter(), self._sample(pids)
+        except OSError:
+            self._start = {}
+
+    def stop(self, pids: list[int]) -> dict[str, float]:
+        """Cores used by ``pids``, by JVMs, and the host's idle share since :meth:`start`."""
+        if not self._start:
+            return {}
+        try:
+            end, span = self._sample(pids), time.perf_counter() - self._t0
+        except OSError:
+            return {}
+        (i0, t0), (i1, t1) = self._start["host"], end["host"]
+        return {"processes_cores": (end["own"] - self._start["own"]) / self._hz / span,
+                "broker_jvm_cores": (end["java"] - self._start["java"]) / self._hz / span,
+                "host_idle_share": (i1 - i0) / (t1 - t0) if t1 > t0 else 0.0}
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process in MiB.
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import timed, write_result
+from benchmarks.common import CpuSplit, timed, write_result
 from benchmarks.hosttune import shm_huge_pages
 from shared import hugepages
 from shared.clients import ensure_topics, make_admin
@@ -173,6 +173,7 @@ def trainer_run(ks: KafkaSettings, n_records: int, workers: int) -> dict[str, An
                                    batch_messages=16, report_seconds=1e9)
         sup = Supervisor(settings)
         marks: dict[str, Any] = {}
+        split = CpuSplit()
 
         def watch() -> None:
             t_start = time.perf_counter()
@@ -186,9 +187,11 @@ def trainer_run(ks: KafkaSettings, n_records: int, workers: int) -> dict[str, An
                         marks["startup"] = marks["first"] - t_start
                         marks["n_first"] = n
                         marks["c_first"] = a.counters.sum(axis=0).copy()
+                        split.start([p.pid for p in sup.procs])
                     if n >= n_records:
                         marks["end"] = time.perf_counter()
                         marks["counters"] = a.counters.sum(axis=0) - marks.get("c_first", 0.0)
+                        marks["cpu"] = split.stop([p.pid for p in sup.procs])
                         break
                 time.sleep(0.002)
 
@@ -210,6 +213,8 @@ def trainer_run(ks: KafkaSettings, n_records: int, workers: int) -> dict[str, An
                              "consume_wait_share": 1 - c[S.W_BATCH_S] / busy,
                              "kernel_rate_per_worker": c[S.W_RECORDS] / max(c[S.W_KERNEL_S], 1e-9) ,
                              "mib_in": c[S.W_BYTES] / 2**20}
+    if marks.get("cpu"):  # the workers' processes (librdkafka threads included), the broker, idle
+        out["cpu_split"] = marks["cpu"]
     return out
 
 
@@ -269,6 +274,14 @@ def run(quick: bool = False) -> dict:
     notes.append(f"trainer with 2 workers, Kafka included: {r2 / 1e6:.2f} M records/s (goal "
                  f"{GOAL_TWO_WORKERS / 1e6:.0f} M): " + ("reached" if r2 >= GOAL_TWO_WORKERS else "MISSED")
                  + f"; model state on huge pages: {huge} MiB per run, /dev/shm huge={figures['dev_shm_huge']}")
+    cs = [r["cpu_split"] for r in figures["trainer_2_workers"]["runs"] if r.get("cpu_split")]
+    if cs:
+        figures["trainer_2_workers"]["cpu_split_median"] = {
+            k: statistics.median(c[k] for c in cs) for k in ("processes_cores", "broker_jvm_cores", "host_idle_share")}
+        m = figures["trainer_2_workers"]["cpu_split_median"]
+        notes.append(f"CPU while 2 workers learned (medians over runs): the workers' processes {m['processes_cores']:.2f} "
+                     f"cores, the broker {m['broker_jvm_cores']:.2f}, the host idle {m['host_idle_share']:.0%} of the "
+                     "time: " + ("CPU-bound" if m["host_idle_share"] < 0.1 else "not CPU-bound: the workers wait"))
     notes.append(f"1 -> 2 workers scaling: {figures['scaling_1_to_2']:.2f}x; rates count from the first "
                  "learned record to the last (start-up and group join excluded, given as startup_seconds)")
     notes.append("the machine (2 cores) was shared with other engineers' work while this ran: "
