@@ -15,7 +15,7 @@ import os
 import time
 import uuid
 
-from shared.clients import ensure_topics, make_admin, make_consumer, make_producer
+from shared.clients import delete_topics, ensure_topics, make_consumer, make_producer
 from shared.settings import KafkaSettings
 
 JVM_ENV = "HASHBRIDGE_KAFKA_JVM_OPTS"
@@ -62,5 +62,5 @@ def warm_up(bootstrap: str, seconds: float = WARM_SECONDS) -> dict[str, float]:
         producer.flush(30)
     finally:
         consumer.close()
-        make_admin(ks).delete_topics([topic])
+        delete_topics(ks, [topic])
     return {"seconds": seconds, "sent": sent, "received": got}

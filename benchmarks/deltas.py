@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from benchmarks.common import write_result
 from hashbridge.localkafka import free_port
-from shared.clients import ensure_topics, make_admin
+from shared.clients import delete_topics, ensure_topics
 from shared.hashspec import Algorithm, SpecId, mmh3_key_id
 from shared.settings import KafkaSettings
 from trainer.deltas import Ledger, decode_delta
@@ -105,7 +105,7 @@ def run_instances(k: int, n: int, extra: tuple[str, ...] = ()) -> dict[str, Any]
                     os.killpg(p.pid, signal.SIGKILL)
         holdout = merged_auc(load_latest(f"{root}/ck0"))  # instance 0's final cut
     log = read_log(ks)
-    make_admin(ks).delete_topics([ks.topics.train, ks.topics.dlq, ks.topics.deltas])
+    delete_topics(ks, [ks.topics.train, ks.topics.dlq, ks.topics.deltas])
     work = [(t, b, d, ok) for t, b, d, ok in log if d.records]
     acc = [(t, b, d) for t, b, d, ok in work if ok]
     t0 = min(t - SYNC_SECONDS for t, _, _ in acc)

@@ -101,7 +101,7 @@ def _tail(path: Path, n: int = 8) -> str:
 def one_run(bootstrap: str, csv: Path, schema_path: Path, key_path: Path, key_hex: str, n: int,
             work: Path) -> dict[str, Any]:
     """One repetition: fresh topics and checkpoint dir; returns timings and the final snapshot dir."""
-    from shared.clients import ensure_pipeline_topics, make_admin
+    from shared.clients import delete_pipeline_topics, ensure_pipeline_topics
     from shared.settings import KafkaSettings
     from trainer.checkpoint import snapshot_files
     from trainer.launch import snapshot_records, start_trainer
@@ -167,11 +167,7 @@ def one_run(bootstrap: str, csv: Path, schema_path: Path, key_path: Path, key_he
         if producer is not None and producer.poll() is None:
             _stop(producer, 10)
         out["trainer_exit"] = _stop(trainer)
-        try:
-            t = ks.topics
-            make_admin(ks).delete_topics([t.train, t.score, t.predictions, t.models, t.dlq, t.deltas])
-        except Exception:  # noqa: BLE001 - cleanup only
-            pass
+        delete_pipeline_topics(ks)  # waits for the broker; failures are logged, never raised
     out["checkpoint_dir"] = str(ckdir)
     return out
 

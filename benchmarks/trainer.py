@@ -25,7 +25,7 @@ import numpy as np
 from benchmarks.common import CpuSplit, timed, write_result
 from benchmarks.hosttune import shm_huge_pages
 from shared import hugepages
-from shared.clients import ensure_topics, make_admin
+from shared.clients import delete_topics, ensure_topics
 from shared.frames import decode
 from shared.hashspec import Algorithm, SpecId, mmh3_key_id
 from shared.settings import KafkaSettings
@@ -242,7 +242,7 @@ def run(quick: bool = False) -> dict:
                 figures[f"trainer_{w}_workers"] = {"rate_median": statistics.median(rates), "rate_min": min(rates),
                                                    "rate_max": max(rates), "runs": runs}
     finally:
-        make_admin(ks).delete_topics([ks.topics.train, ks.topics.dlq])
+        delete_topics(ks, [ks.topics.train, ks.topics.dlq])
     r1, r2 = figures["trainer_1_workers"]["rate_median"], figures["trainer_2_workers"]["rate_median"]
     figures["scaling_1_to_2"] = r2 / r1 if r1 else None
     ko = figures["kernel_one_core"]

@@ -83,6 +83,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     from trainer.supervisor import CURVE_FILE
     from shared.models import ModelWatcher
     from shared.settings import KafkaSettings, Topics
+    from shared.clients import delete_pipeline_topics
 
     t_start = time.monotonic()
     out_dir = Path(args.out).resolve()
@@ -97,6 +98,8 @@ def run_demo(args: argparse.Namespace) -> dict:
         env = {**os.environ, "HASHBRIDGE_BOOTSTRAP": lease.bootstrap, "HASHBRIDGE_TOPIC_PREFIX": prefix,
                "PYTHONPATH": str(REPO)}
         kafka = KafkaSettings(bootstrap=lease.bootstrap, topics=Topics(prefix=prefix))
+        # after the services stop (the stack unwinds in reverse), before the broker does
+        stack.callback(delete_pipeline_topics, kafka)
         schema = work / SCHEMA.name
         shutil.copy(SCHEMA, schema)  # the producer writes its quantile edges next to the schema
         key = work / "owner.key"

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from hashbridge.kafkaproc import Cluster, wait_ready
 from hashbridge.kafkaruntime import (
-    DEFAULT_PORT, KAFKA_VERSION, READY_TIMEOUT, STOP_TIMEOUT, Layout, Node, cluster_settings,
+    DEFAULT_PORT, KAFKA_VERSION, READY_TIMEOUT, STATE_FILE, STOP_TIMEOUT, Layout, Node, cluster_settings,
     default_data_dir, free_port, new_cluster_id, port_is_free,
 )
 from shared.errors import BrokerStartError, ConfigError, HashbridgeError
@@ -233,6 +234,9 @@ def _parser() -> argparse.ArgumentParser:
     down.add_argument("--data-dir", type=Path, default=None, help=data_help)
     down.add_argument("--timeout", type=float, default=STOP_TIMEOUT,
                       help="seconds to wait before SIGKILL (default %(default)s)")
+    down.add_argument("--wipe", action="store_true",
+                      help="then delete the data directory (topics, offsets, logs): the local broker "
+                           "keeps everything (no retention limit) and a busy dev machine fills its disk")
     status = sub.add_parser("status", help="say whether the broker runs and answers (exit 0 if so)")
     status.add_argument("--data-dir", type=Path, default=None, help=data_help)
     status.add_argument("--json", action="store_true", help="print the state as JSON")
@@ -252,11 +256,31 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_bytes(root: Path) -> int:
+    """Bytes under ``root`` (what a data directory holds on disk; 0 if it is gone)."""
+    total = 0
+    for base, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(base, name)).st_size
+            except OSError:
+                pass  # a segment deleted meanwhile
+    return total
+
+
 def _down(args: argparse.Namespace) -> int:
     pids = stop_cluster(args.data_dir, timeout=args.timeout)
     root = Path(args.data_dir or default_data_dir()).expanduser()
     print(f"stopped Kafka (pids {', '.join(map(str, pids))})" if pids
           else f"Kafka from {root} is not running")
+    if args.wipe and root.exists():
+        if not (root / STATE_FILE).exists():  # never delete a directory this tool did not create
+            print(f"hashbridge kafka down: {root} has no {STATE_FILE}: not a hashbridge data directory, "
+                  "left as it is", file=sys.stderr)
+            return 2
+        size = data_bytes(root)
+        shutil.rmtree(root)
+        print(f"deleted {root} ({size / 2**20:,.1f} MiB)")
     return 0
 
 
@@ -266,7 +290,8 @@ def _status(args: argparse.Namespace) -> int:
     running = cluster.running() if cluster else {}
     healthy = bool(cluster and running) and cluster.healthy()  # type: ignore[union-attr]
     if args.json:
-        print(json.dumps({"data_dir": str(root), "running": bool(running), "healthy": healthy,
+        print(json.dumps({"data_dir": str(root), "data_bytes": data_bytes(root), "running": bool(running),
+                          "healthy": healthy,
                           "bootstrap": cluster.bootstrap if cluster else None,
                           "pids": {str(n): pid for n, pid in running.items()}}))
     elif cluster is None or not running:
@@ -275,7 +300,7 @@ def _status(args: argparse.Namespace) -> int:
         state = "answering" if healthy else "NOT answering metadata requests"
         print(f"Kafka {KAFKA_VERSION} running at {cluster.bootstrap}, {len(running)}/"
               f"{len(cluster.node_ids)} broker(s) (pids {', '.join(map(str, running.values()))}), "
-              f"{state}; data dir {root}")
+              f"{state}; data dir {root} ({data_bytes(root) / 2**20:,.1f} MiB; `down --wipe` deletes it)")
     return 0 if healthy else 1
 
 

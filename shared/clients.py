@@ -103,3 +103,20 @@ def ensure_pipeline_topics(settings: KafkaSettings, partitions: int = 4, replica
     configs = {t.models: MODEL_TOPIC_CONFIG, t.train: big, t.score: big, t.predictions: big,
                t.dlq: big, t.deltas: big}
     ensure_topics(settings, pipeline_topics(settings, partitions), replication, configs)
+
+
+def delete_topics(settings: KafkaSettings, names: list[str], timeout: float = 30.0) -> None:
+    """Delete ``names`` and wait for the broker's answer (a scratch run's topics: a broker that
+    keeps everything otherwise fills its disk). Missing topics are fine; other failures are logged."""
+    admin = make_admin(settings)  # held until the futures resolve: a dropped client aborts them
+    for name, fut in admin.delete_topics(names, operation_timeout=timeout).items():
+        try:
+            fut.result(timeout)
+        except Exception as exc:  # noqa: BLE001 - the admin API wraps every failure alike
+            if "UNKNOWN_TOPIC_OR_PART" not in str(exc):
+                log.warning("could not delete topic %s: %s", name, exc)
+
+
+def delete_pipeline_topics(settings: KafkaSettings, timeout: float = 30.0) -> None:
+    """Delete the pipeline's topics under ``settings``' prefix (a finished demo's scratch topics)."""
+    delete_topics(settings, list(pipeline_topics(settings)), timeout)

@@ -1,6 +1,7 @@
 """The project's own Kafka: messages go through, the CLI starts and stops it, failures explain."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -101,6 +102,27 @@ def test_cli_up_status_down_twice(tmp_path: Path) -> None:
         assert "not running" in _cli("down", "--data-dir", data).stdout  # idempotent
     finally:
         stop_cluster(data)  # never leave a broker behind when an assertion fails
+
+
+def test_down_wipe_deletes_only_a_data_directory_of_ours(tmp_path: Path) -> None:
+    """``down --wipe`` stops the broker and deletes its data directory (the local broker keeps
+    every topic forever); a directory without the tool's state file is refused and kept."""
+    data = tmp_path / "kafka"
+    try:
+        assert _cli("up", "--port", str(free_port()), "--data-dir", str(data)).returncode == 0
+        status = _cli("status", "--data-dir", str(data), "--json")
+        assert json.loads(status.stdout)["data_bytes"] > 0
+        down = _cli("down", "--data-dir", str(data), "--wipe")
+        assert down.returncode == 0 and "stopped" in down.stdout and "deleted" in down.stdout, down.stderr
+        assert not data.exists()
+    finally:
+        stop_cluster(data)
+    other = tmp_path / "not-ours"
+    other.mkdir()
+    (other / "keep.txt").write_text("user data")
+    refused = _cli("down", "--data-dir", str(other), "--wipe")
+    assert refused.returncode == 2 and "not a hashbridge data directory" in refused.stderr
+    assert (other / "keep.txt").read_text() == "user data"
 
 
 def test_busy_port_fails_clearly(tmp_path: Path) -> None:
