@@ -176,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
 
     harness_path = RESULTS_DIR / "harness.json"
     status = json.loads(harness_path.read_text())["figures"].get("parts", {}) if harness_path.exists() else {}
+    if parts:
+        from benchmarks.compare import keep_previous
+
+        keep_previous(["harness", *parts])
     t0 = time.perf_counter()
     with _broker(set(parts) & KAFKA_PARTS) as broker:
         for name in parts:

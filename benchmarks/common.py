@@ -217,13 +217,27 @@ def write_result(name: str, figures: dict, notes: list[str]) -> Path:
     return path
 
 
-def read_results() -> dict[str, dict]:
-    """Every result file by name (the report's only input)."""
+def read_results(directory: Path = RESULTS_DIR) -> dict[str, dict]:
+    """Every result file of ``directory`` by part name (the report's only input)."""
     out: dict[str, dict] = {}
-    for path in sorted(RESULTS_DIR.glob("*.json")):
+    for path in sorted(Path(directory).glob("*.json")):
         try:
             doc = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
         out[doc.get("name", path.stem)] = doc
+    return out
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, float]:
+    """The numbers of a nested figure dict by dotted path (list items as ``[i]``)."""
+    out: dict[str, float] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out.update(flatten(v, f"{prefix}[{i}]"))
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        out[prefix] = float(obj)
     return out

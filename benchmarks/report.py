@@ -11,7 +11,8 @@ import datetime as _dt
 import re
 from typing import Any
 
-from benchmarks.common import BENCH_DIR, PLOTS_DIR, read_results
+from benchmarks import compare
+from benchmarks.common import BENCH_DIR, PLOTS_DIR, flatten, read_results
 
 RESULTS_MD = BENCH_DIR / "RESULTS.md"
 
@@ -43,19 +44,6 @@ GOALS: dict[str, tuple[str, float, bool, str, str, tuple[str, ...], tuple[str, .
 }
 
 
-def _flatten(obj: Any, prefix: str = "") -> dict[str, float]:
-    out: dict[str, float] = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            out.update(_flatten(v, f"{prefix}[{i}]"))
-    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
-        out[prefix] = float(obj)
-    return out
-
-
 def metric(results: dict, name: str) -> tuple[float | None, str]:
     """A headline number and where it came from (``headline``, a known path, or a searched path)."""
     part, _, higher, _, _, paths, patterns = GOALS[name]
@@ -63,7 +51,7 @@ def metric(results: dict, name: str) -> tuple[float | None, str]:
     head = fig.get("headline", {})
     if isinstance(head, dict) and isinstance(head.get(name), (int, float)):
         return float(head[name]), f"{part}.headline.{name}"
-    flat = _flatten(fig)
+    flat = flatten(fig)
     known = [(flat[p], p) for p in paths if p in flat]
     if known:
         value, path = (max if higher else min)(known)
@@ -228,7 +216,7 @@ def _others(results: dict) -> list[str]:
         if not doc:
             lines += [f"### {part}", "", "No results file.", ""]
             continue
-        flat = _flatten(doc.get("figures", {}))
+        flat = flatten(doc.get("figures", {}))
         lines += [f"### {part} ({doc.get('date', '?')})", ""]
         lines += _table(["figure", "value"], [[k, v] for k, v in list(flat.items())[:60]])
     return lines
@@ -354,6 +342,10 @@ def build() -> str:
     lines += _headline(results) + _headtohead(results) + _accuracy(results)
     if "throughput_vs_workers.png" in made:
         lines += ["## Throughput against workers", "", "![throughput vs workers](plots/throughput_vs_workers.png)", ""]
+    previous = read_results(compare.PREVIOUS_DIR)
+    if previous:
+        lines += compare.section(compare.compare(previous, results), "`results/previous/` (the files the last run "
+                                 "replaced)", "`results/`", "## Run to run: the last run against the one before")
     lines += _others(results) + _machine(results)
     RESULTS_MD.write_text("\n".join(lines))
     return str(RESULTS_MD)

@@ -63,6 +63,8 @@ def kernel_alone(n_records: int, repeats: int) -> dict[str, Any]:
     states = {"pages_2m": filled_state(BITS, True), "pages_4k": filled_state(BITS, False)}
     walls: dict[str, list[float]] = {k: [] for k in states}
     cpus: dict[str, list[float]] = {k: [] for k in states}
+    reads: list[float] = []  # the same frames' indices read alone, right after the kernel's pass
+    huge = states["pages_2m"]
     for rep in range(repeats + 1):
         for name, state in states.items():
             bias, stats = np.zeros(2), np.zeros(K.STATS_LEN)
@@ -71,7 +73,15 @@ def kernel_alone(n_records: int, repeats: int) -> dict[str, Any]:
             if rep:  # the first round compiles / loads the cache and faults the pages in
                 walls[name].append(t["all"][0])
                 cpus[name].append(t["cpu_all"][0])
+        t = timed(lambda: [K.gather_sum(huge, f.indices) for f in frames], 1)
+        if rep:
+            reads.append(t["all"][0])
     out: dict[str, Any] = {"records": n_records}
+    share = [r / w for r, w in zip(reads, walls["pages_2m"])]
+    out["reads_alone_same_indices"] = {"rate_median": statistics.median(n_records / r for r in reads),
+                                       "rate_min": n_records / max(reads), "rate_max": n_records / min(reads)}
+    # the kernel's speed as a share of the memory system's at that moment: 1.0 = memory-bound
+    out["kernel_share_of_reads_alone"] = {"median": statistics.median(share), "min": min(share), "max": max(share)}
     for name, state in states.items():
         rates = [n_records / w for w in walls[name]]
         cpu_rates = [n_records / c for c in cpus[name] if c > 0]
@@ -252,6 +262,10 @@ def run(quick: bool = False) -> dict:
                  f"{k / 1e6:.2f} M records/s wall, {kc / 1e6:.2f} M per CPU second (goal {GOAL_KERNEL / 1e6:.0f} M): "
                  + ("reached" if max(k, kc) >= GOAL_KERNEL else "MISSED")
                  + f"; on 4 KiB pages {k4 / 1e6:.2f} M ({k / k4:.2f}x slower than huge pages: TLB misses)")
+    ra, ks_ = ko["reads_alone_same_indices"], ko["kernel_share_of_reads_alone"]
+    notes.append(f"the same indices read alone, no arithmetic, right after each kernel pass (huge pages): "
+                 f"{ra['rate_median'] / 1e6:.2f} M records/s; the kernel ran at {ks_['median']:.0%} of that "
+                 f"({ks_['min']:.0%}-{ks_['max']:.0%} over rounds): the memory system's speed at the moment bounds it")
     mc = figures["memory_ceiling_one_core"]
     notes.append("memory ceiling now (random reads alone, 20 per record, M records/s wall): "
                  f"{mc['pages_2m']['records_per_s_median'] / 1e6:.2f} on huge pages, "
