@@ -61,6 +61,27 @@ def test_kernel_matches_naive_on_random_frames(opt, signed, weighted):
 
 
 @pytest.mark.parametrize("opt", list(Optimizer))
+@pytest.mark.parametrize("signed", [False, True])
+def test_fixed_width_rows_and_runs_of_equal_length_match_naive(opt, signed):
+    """Rows of one length (a fixed schema) take the four-rows-at-once margin path and the
+    interleaved prefetch of an equally long row; mixed runs switch paths inside a group."""
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 2, 37).astype(np.uint8)
+    lens = np.full(37, 20)
+    lens[[5, 6, 17, 30]] = [3, 0, 25, 19]  # breaks a run of four, an empty row, longer next rows
+    frames = []
+    for widths in (np.full(37, 20), lens):
+        offsets = np.concatenate(([0], np.cumsum(widths))).astype(np.uint32)
+        indices = rng.integers(0, 2 ** BITS, int(offsets[-1])).astype(np.uint32)
+        values = (rng.choice([-1.0, 1.0], indices.shape[0]).astype(np.float32) if signed
+                  else np.zeros(0, np.float32))
+        frames.append((labels, offsets, indices, values, np.zeros(0, np.float32)))
+    fast, slow = run_both(opt, frames * 3)
+    assert_same(fast, slow)
+    assert fast[2][K.S_N] == 6 * 37
+
+
+@pytest.mark.parametrize("opt", list(Optimizer))
 def test_empty_frame_and_empty_records(opt):
     empty = (np.zeros(0, np.uint8), np.zeros(1, np.uint32), np.zeros(0, np.uint32),
              np.zeros(0, np.float32), np.zeros(0, np.float32))
