@@ -87,15 +87,21 @@ def _ahead(offsets, i, n):
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
 def _observe(stats, m, y, rw):
-    """Score one record before learning it; returns p."""
+    """Score one record before learning it; returns p.
+
+    The loss uses ``log(1 + e)``, not ``log1p(e)``: with ``0 < e <= 1`` the sum ``1 + e`` loses at
+    most 1.1e-16 of the loss (absolute), while libm's log1p cost about twice log here (the kernel
+    ran 1.13x faster with log at 2^16 weights, 1.14x on the head-to-head data)."""
     if m >= 0.0:
         e = math.exp(-m)
-        p = 1.0 / (1.0 + e)
-        loss = math.log1p(e) + (1.0 - y) * m
+        d = 1.0 + e
+        p = 1.0 / d
+        loss = math.log(d) + (1.0 - y) * m
     else:
         e = math.exp(m)
-        p = e / (1.0 + e)
-        loss = math.log1p(e) - y * m
+        d = 1.0 + e
+        p = e / d
+        loss = math.log(d) - y * m
     stats[S_N] += 1.0
     stats[S_W] += rw
     stats[S_LOSS] += rw * loss
