@@ -96,15 +96,30 @@ class CpuSplit:
         self._start: dict[str, Any] = {}
 
     @staticmethod
-    def _host() -> tuple[int, int]:
+    def host() -> tuple[int, int]:
         f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
         return f[3] + f[4], sum(f[:8])  # idle + iowait, all
 
     @staticmethod
-    def _ticks(pid: int) -> tuple[str, int]:
+    def ticks(pid: int) -> tuple[str, int]:
+        """(command name, CPU ticks used so far) of a process."""
         st = open(f"/proc/{pid}/stat").read()
         rest = st[st.rindex(")") + 2:].split()
         return st[st.index("(") + 1:st.rindex(")")], int(rest[11]) + int(rest[12])  # comm, utime + stime
+
+    @staticmethod
+    def group_pids(pgid: int) -> list[int]:
+        """The live processes of a process group (a service started with ``start_new_session``)."""
+        out = []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    st = open(f"/proc/{name}/stat").read()
+                except OSError:
+                    continue
+                if int(st[st.rindex(")") + 2:].split()[2]) == pgid:
+                    out.append(int(name))
+        return out
 
     def _sample(self, pids: list[int]) -> dict[str, Any]:
         own, java = 0, 0
@@ -112,14 +127,14 @@ class CpuSplit:
             if not name.isdigit():
                 continue
             try:
-                comm, ticks = self._ticks(int(name))
+                comm, ticks = self.ticks(int(name))
             except (OSError, ValueError, IndexError):
                 continue  # exited meanwhile
             if int(name) in pids:
                 own += ticks
             elif comm == "java":
                 java += ticks
-        return {"host": self._host(), "own": own, "java": java}
+        return {"host": self.host(), "own": own, "java": java}
 
     def start(self, pids: list[int]) -> None:
         try:

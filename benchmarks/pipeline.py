@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import datagen
-from benchmarks.common import DEADLINE_ENV, write_result
+from benchmarks.common import DEADLINE_ENV, CpuSplit, write_result
 
 BITS, WORKERS, PARTITIONS = 20, 2, 4
 IDLE_SECONDS = 0.1  # the trainer snapshots this long after its input went quiet: the clock's end
@@ -98,6 +98,55 @@ def _tail(path: Path, n: int = 8) -> str:
         return ""
 
 
+class StageCpu:
+    """CPU seconds each stage used between the producer's start and the end of the clock: the
+    producer process (sampled while it lives, so its last ~20 ms may be missed), the trainer's
+    process group (supervisor and workers), the broker's JVM, and the host's idle share. On 2
+    shared cores this says which stage the time went to, rather than guessing it from wall times."""
+
+    def __init__(self, trainer_pgid: int) -> None:
+        self.trainer_pgid = trainer_pgid
+        self.producer_pid, self.producer_ticks = 0, 0  # the pid is set once the producer starts
+        self.t0, self.hz = 0.0, os.sysconf("SC_CLK_TCK")
+        self.start_: dict[str, Any] = {}
+
+    def _sample(self) -> dict[str, Any]:
+        trainer = 0
+        for pid in CpuSplit.group_pids(self.trainer_pgid):
+            try:
+                trainer += CpuSplit.ticks(pid)[1]
+            except (OSError, ValueError, IndexError):
+                continue  # exited meanwhile
+        java = 0
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    comm, t = CpuSplit.ticks(int(name))
+                except (OSError, ValueError, IndexError):
+                    continue
+                java += t if comm == "java" else 0
+        return {"trainer": trainer, "java": java, "host": CpuSplit.host(), "t": time.perf_counter()}
+
+    def start(self) -> None:
+        self.start_ = self._sample()
+
+    def poll(self) -> None:
+        """Keep the producer's latest count (its /proc entry goes when it is reaped)."""
+        try:
+            self.producer_ticks = CpuSplit.ticks(self.producer_pid)[1]
+        except (OSError, ValueError, IndexError):
+            pass
+
+    def stop(self) -> dict[str, float]:
+        end, a = self._sample(), self.start_
+        span = end["t"] - a["t"]
+        (i0, h0), (i1, h1) = a["host"], end["host"]
+        return {"producer_cpu_s": self.producer_ticks / self.hz,
+                "trainer_cpu_s": (end["trainer"] - a["trainer"]) / self.hz,
+                "broker_cpu_s": (end["java"] - a["java"]) / self.hz,
+                "host_idle_share": (i1 - i0) / (h1 - h0) if h1 > h0 else 0.0, "span_s": span}
+
+
 def one_run(bootstrap: str, csv: Path, schema_path: Path, key_path: Path, key_hex: str, n: int,
             work: Path) -> dict[str, Any]:
     """One repetition: fresh topics and checkpoint dir; returns timings and the final snapshot dir."""
@@ -126,16 +175,20 @@ def one_run(bootstrap: str, csv: Path, schema_path: Path, key_path: Path, key_he
                 raise RuntimeError(f"trainer not assigned all partitions in {READY_TIMEOUT:.0f} s: {_tail(tlog)}")
             time.sleep(0.1)
         out["trainer_ready_seconds"] = time.perf_counter() - t_start
+        cpu = StageCpu(trainer.pid)
         with open(plog, "wb") as plog_fh:
             t0 = time.perf_counter()
+            cpu.start()
             producer = subprocess.Popen(
                 [_hashbridge(), "produce", "--input", str(csv), "--schema", str(schema_path), "--key", str(key_path),
                  "--bootstrap", bootstrap, "--topic-prefix", prefix, "--no-create-topics", "--no-progress",
                  "--compression", "none"], stdout=plog_fh, stderr=subprocess.STDOUT, start_new_session=True)
+            cpu.producer_pid = producer.pid
         t_prod = t_end = None
         seen_version, learned = -1, -1
         while t_end is None:
             now = time.perf_counter()
+            cpu.poll()
             if t_prod is None and producer.poll() is not None:
                 t_prod = now
                 if producer.returncode != 0:
@@ -150,6 +203,7 @@ def one_run(bootstrap: str, csv: Path, schema_path: Path, key_path: Path, key_he
             if now - t0 > RUN_TIMEOUT:
                 raise RuntimeError(f"only {learned} of {n} records learned after {RUN_TIMEOUT:.0f} s")
             time.sleep(0.02)
+        out["cpu"] = cpu.stop()
         if t_prod is None:  # every record learned before the producer process exited (its last
             producer.wait(30)  # flush, report and interpreter exit): its own time ends at that exit
             t_prod = time.perf_counter()
@@ -257,6 +311,9 @@ def run(quick: bool = False) -> dict:
         aucs = [r["auc"] for r in runs if "auc" in r]
         if aucs:
             figures["pipeline"]["test_auc"] = _spread(aucs)
+        cpus = [r["cpu"] for r in runs if r.get("cpu")]
+        if cpus:
+            figures["pipeline"]["cpu_median"] = {k: statistics.median(c[k] for c in cpus) for k in cpus[0]}
         figures["headline"] = {"pipeline_rec_s": figures["pipeline"]["rate_median"]}
         p = figures["pipeline"]
         notes += [
@@ -276,6 +333,16 @@ def run(quick: bool = False) -> dict:
             f"through the snapshot the trainer takes once its input has been quiet for {IDLE_SECONDS} s "
             "(--checkpoint-idle-seconds), so that pause, the snapshot's write and the poll are counted as lag.",
         ]
+        if cpus:
+            c = p["cpu_median"]
+            cores = (os.cpu_count() or 2) * c["span_s"]
+            notes.append(
+                f"CPU while the clock ran (medians over runs): the producer process {c['producer_cpu_s']:.2f} CPU-s, "
+                f"the trainer's processes {c['trainer_cpu_s']:.2f}, the broker {c['broker_cpu_s']:.2f}, of the "
+                f"{cores:.2f} core-seconds the {c['span_s']:.2f} s gave ({c['producer_cpu_s'] / cores:.0%} / "
+                f"{c['trainer_cpu_s'] / cores:.0%} / {c['broker_cpu_s'] / cores:.0%}); the host was idle "
+                f"{c['host_idle_share']:.0%} of the time: "
+                + ("CPU-bound" if c["host_idle_share"] < 0.1 else "not CPU-bound: stages waited on each other"))
         lag, prod = p["trainer_lag_seconds"]["median"], p["producer_seconds"]["median"]
         notes.append("bottleneck: " + (
             f"the producer - the trainer kept pace, its snapshot within {KEPT_PACE_SECONDS} s of the producer's exit"
