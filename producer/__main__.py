@@ -13,23 +13,24 @@ import signal
 import sys
 import uuid
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.clients import ensure_pipeline_topics, make_consumer
 from shared.errors import ConfigError, HashbridgeError
 from shared.hashspec import Algorithm
 from shared.logs import setup_logging
 from shared.settings import KafkaSettings
+from shared.startup import quiet_imports
 
-from producer.edges import fit_edges, prime_rare
-from producer.hashing import INSECURE_WARNING, make_hasher
 from producer.keys import read_key
-from producer.metrics import ProducerMetrics
-from producer.publisher import FramePublisher
 from producer.schema import Schema, load_schema
-from producer.service import ProducerService, RunReport
 from producer.settings import DEFAULT_FRAME_RECORDS, ProducerSettings
-from producer.sources import CsvSource, open_source
+from producer.sources import DEFAULT_READAHEAD_BYTES, CsvSource, open_source
+
+if TYPE_CHECKING:
+    from producer.service import RunReport
+
+# numba (the hash kernels) and librdkafka are imported in run(), after the CSV reader has started:
+# their ~0.4 s of imports then overlap the first blocks' parsing on the reader thread
 
 log = logging.getLogger("producer")
 
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="stop at the first bad record")
     p.add_argument("--skip-rows", type=int, default=0, help="lines to skip before the data (or header)")
     p.add_argument("--threads", action="store_true", help="let pyarrow parse CSV on several threads")
+    p.add_argument("--readahead-mib", type=int, default=DEFAULT_READAHEAD_BYTES >> 20,
+                   help="CSV parsed ahead of the hasher, MiB (default %(default)s; it holds up to ~1.7x that "
+                        "in memory, and lets parsing overlap the start-up)")
     p.add_argument("--compression", choices=["lz4", "zstd", "gzip", "snappy", "none"], default="lz4",
                    help="frame compression (default lz4; 'none' costs less CPU on a local or fast link)")
     p.add_argument("--max-records", type=int, help="stop after this many input records")
@@ -71,8 +75,12 @@ def prepare_schema(args: argparse.Namespace) -> Schema:
     """Load the schema; learn missing quantile edges from the input itself (saved by the schema)."""
     schema = load_schema(args.schema)
     if schema.algorithm is Algorithm.MMH3_PUBLIC:
+        from producer.hashing import INSECURE_WARNING
+
         print(f"\n*** {INSECURE_WARNING} ***\n", file=sys.stderr)
     if schema.unfitted:
+        from producer.edges import fit_edges
+
         path = args.input or (args.jsonl if args.jsonl and args.jsonl != "-" else None)
         if path is None:
             raise ConfigError(f"numeric columns {list(schema.unfitted)} have no edges yet; run "
@@ -123,12 +131,21 @@ def run(args: argparse.Namespace) -> int:
         source = None
         if not args.relay_topic:
             source = open_source(args.input or args.jsonl, schema, schema.input_columns, fmt=args.format,
-                                 skip_rows=args.skip_rows, use_threads=args.threads)
+                                 skip_rows=args.skip_rows, use_threads=args.threads,
+                                 readahead_bytes=max(1, args.readahead_mib) << 20)
             if isinstance(source, CsvSource) and schema.rare_k <= 1:
                 # parse ahead while the hasher's kernels load (~0.7 s of numba on this thread); with
                 # rare-value suppression the file is read once first, below, so the reader waits
                 source.start()
                 stack.callback(source.close)
+        with quiet_imports():  # as hashbridge.cli imports this module: no collector walks
+            from producer.edges import prime_rare
+            from producer.hashing import make_hasher
+            from producer.metrics import ProducerMetrics
+            from producer.publisher import FramePublisher
+            from producer.service import ProducerService
+            from shared.clients import ensure_pipeline_topics, make_consumer
+
         hasher = make_hasher(schema, key)
         prime_path = args.input or (args.jsonl if args.jsonl and args.jsonl != "-" else None)
         if hasher.rare.enabled and prime_path and not args.relay_topic:
@@ -150,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
             source_kafka = KafkaSettings.from_env(bootstrap=args.source_bootstrap or kafka.bootstrap)
             consumer = make_consumer(source_kafka, args.relay_group, **{"client.id": f"relay-{uuid.uuid4().hex[:6]}"})
             stack.callback(consumer.close)
-            service: ProducerService = RelayService(settings, hasher, consumer, args.relay_topic, publisher,
+            service: Any = RelayService(settings, hasher, consumer, args.relay_topic, publisher,
                                                     metrics)
         else:
             progress = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.clients import producer_config
 from shared.settings import KafkaSettings
 
 DEFAULT_FRAME_RECORDS = 4096
@@ -31,5 +30,7 @@ class ProducerSettings:
             raise ValueError("partitioning must be 'roundrobin', 'random' or 'key'")
 
     def kafka_config(self) -> dict[str, Any]:
+        from shared.clients import producer_config  # librdkafka loads here, not at import (start-up)
+
         return producer_config(self.kafka, **{"compression.type": self.compression,
                                               "linger.ms": self.linger_ms, **dict(self.overrides)})

@@ -29,11 +29,13 @@ from producer.schema import Schema
 # 4 MiB blocks: the reader thread runs ahead of the hasher, so a smaller block leaves less of the
 # file (the first block's parse, the last block's hashing) outside that overlap
 DEFAULT_BLOCK_BYTES = 4 << 20
-# parsed blocks the reader may hold ahead of the hasher. One was enough in steady state (parsing
-# is the faster stage), but a run starts with ~0.7 s of numba loading its cached kernels on the
-# main thread, and with one block the reader sat idle through it; 8 blocks (~40 MB of Arrow
-# columns) let it parse a third of the benchmark's 1M-row file meanwhile (docs/producer.md)
-DEFAULT_READAHEAD_BLOCKS = 8
+# CSV the reader may parse ahead of the hasher. Little is needed in steady state (parsing is the
+# faster stage), but a run starts with ~1 s of imports and numba loading its cached kernels on the
+# main thread, during which the reader runs alone: 128 MiB lets it parse the benchmark's whole
+# 85 MB file meanwhile (1.10x less wall than 8 blocks; held as Arrow columns it takes ~1.7x its CSV size,
+# docs/producer.md). ``hashbridge produce --readahead-mib`` sets it.
+DEFAULT_READAHEAD_BYTES = 128 << 20
+DEFAULT_READAHEAD_BLOCKS = DEFAULT_READAHEAD_BYTES // DEFAULT_BLOCK_BYTES
 # columns are read as plain strings, which the hasher probes in its value tables straight from the
 # Arrow buffers; pyarrow's reader spends more CPU when it builds dictionaries itself (docs/producer.md)
 STRING = pa.string()
@@ -249,7 +251,8 @@ class JsonLinesSource:
 
 def open_source(path: str, schema: Schema, columns: tuple[str, ...], fmt: str | None = None,
                 skip_rows: int = 0, block_bytes: int = DEFAULT_BLOCK_BYTES, use_threads: bool = False,
-                chunk_records: int = 4096) -> CsvSource | ParquetSource | JsonLinesSource:
+                chunk_records: int = 4096,
+                readahead_bytes: int = DEFAULT_READAHEAD_BYTES) -> CsvSource | ParquetSource | JsonLinesSource:
     """A source for ``path`` by format (csv, parquet, jsonl), guessed from the suffix when not given."""
     if fmt is None:
         suffix = Path(path).suffix.lower()
@@ -258,7 +261,8 @@ def open_source(path: str, schema: Schema, columns: tuple[str, ...], fmt: str | 
         if path == "-":
             fmt = "jsonl"
     if fmt == "csv":
-        return CsvSource(path, schema, columns, block_bytes, skip_rows, use_threads)
+        return CsvSource(path, schema, columns, block_bytes, skip_rows, use_threads,
+                         readahead_blocks=max(1, readahead_bytes // block_bytes))
     if fmt == "parquet":
         return ParquetSource(path, columns)
     if fmt == "jsonl":

@@ -9,10 +9,12 @@ nothing heavy itself, so it can run before numpy is loaded.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import os
 from types import ModuleType
+from typing import Iterator
 
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -25,15 +27,22 @@ def pin_blas_threads() -> None:
         os.environ.setdefault(var, "1")
 
 
-def import_quietly(name: str) -> ModuleType:
-    """Import ``name`` with the collector off, then freeze what the import built: those objects
+@contextlib.contextmanager
+def quiet_imports() -> Iterator[None]:
+    """Import inside with the collector off, then freeze what the imports built: those objects
     live as long as the process, so later collections need not walk them either (the scorer's
     full collections took 50-130 ms before, a request-latency tail)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return importlib.import_module(name)
+        yield
     finally:
         gc.freeze()
         if enabled:
             gc.enable()
+
+
+def import_quietly(name: str) -> ModuleType:
+    """Import ``name`` inside :func:`quiet_imports`."""
+    with quiet_imports():
+        return importlib.import_module(name)

@@ -42,3 +42,28 @@ def test_import_quietly_restores_the_collector_when_the_import_fails():
     finally:
         gc.unfreeze()
     assert gc.isenabled()
+
+
+def test_the_produce_command_imports_neither_numba_nor_librdkafka_before_its_reader_starts():
+    """``hashbridge produce`` starts its CSV reader before the hash kernels (numba) and the Kafka
+    client load, so their ~0.4 s of imports overlap the first blocks' parsing: importing the
+    command's module must not pull them in (an innocent top-level import would undo it)."""
+    import subprocess
+
+    code = ("import sys, producer.__main__; "
+            "print(sorted(m for m in ('numba', 'confluent_kafka', 'prometheus_client') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_open_source_turns_the_readahead_into_blocks(tmp_path):
+    from producer.schema import parse_schema
+    from producer.sources import DEFAULT_BLOCK_BYTES, DEFAULT_READAHEAD_BYTES, open_source
+
+    (tmp_path / "a.csv").write_text("x,label\na,1\n")
+    schema = parse_schema({"header": True, "categorical": ["x"],
+                           "label": {"column": "label", "positive": ["1"], "negative": ["0"]}})
+    default = open_source(str(tmp_path / "a.csv"), schema, schema.input_columns)
+    assert default.readahead_blocks == DEFAULT_READAHEAD_BYTES // DEFAULT_BLOCK_BYTES > 8
+    small = open_source(str(tmp_path / "a.csv"), schema, schema.input_columns, readahead_bytes=1)
+    assert small.readahead_blocks == 1
