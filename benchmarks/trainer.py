@@ -143,6 +143,53 @@ def memory_ceiling(repeats: int) -> dict[str, Any]:
     return out
 
 
+def _shared_kernel_child(handle: S.ShmHandle, n_records: int, repeats: int, seed: int, barrier: Any,
+                         out: Any) -> None:
+    """One of :func:`kernels_shared_state`'s processes: its own frames, the shared state."""
+    frames = [decode(f) for f in synthetic_frames(SPEC, n_records, PER_FRAME, FEATURES, seed=seed)]
+    hp = Hyper().array()
+    rates = []
+    with S.Attached(handle) as arrays:
+        state = arrays.state
+        for rep in range(repeats + 1):
+            bias, stats = np.zeros(2), np.zeros(K.STATS_LEN)
+            barrier.wait()  # both processes learn at the same time
+            t = time.perf_counter()
+            for f in frames:
+                K.adagrad_frame(state, bias, f.labels, f.offsets, f.indices, K.EMPTY_F32, K.EMPTY_F32, hp, stats)
+            if rep:  # the first round loads the kernel and faults the pages in
+                rates.append(n_records / (time.perf_counter() - t))
+        out.put((rates, hugepages.huge_bytes(state) >> 20))
+        del state
+
+
+def kernels_shared_state(n_records: int, repeats: int, processes: int = 2) -> dict[str, Any]:
+    """What 2 Hogwild workers could do if Kafka cost nothing: two processes, each learning its own
+    frames with the AdaGrad kernel into ONE shared state (the trainer's block, huge pages where
+    ``/dev/shm`` allows), started together each round. The trainer with 2 workers, set beside this,
+    shows what consuming, decoding and the broker take."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with S.SharedState(BITS, processes) as arrays:
+        rng = np.random.default_rng(0)
+        arrays.state[:, 0] = rng.uniform(-1e-3, 1e-3, arrays.state.shape[0])
+        arrays.state[:, 1] = rng.uniform(0.5, 2.0, arrays.state.shape[0])
+        barrier, out = ctx.Barrier(processes), ctx.Queue()
+        procs = [ctx.Process(target=_shared_kernel_child, args=(arrays.handle, n_records, repeats, 100 + i, barrier, out))
+                 for i in range(processes)]
+        for p in procs:
+            p.start()
+        got = [out.get(timeout=300) for _ in procs]
+        for p in procs:
+            p.join(30)
+    sums = [sum(r) for r in zip(*(g[0] for g in got))]
+    return {"processes": processes, "records_per_process": n_records, "rate_median": statistics.median(sums),
+            "rate_min": min(sums), "rate_max": max(sums),
+            "per_process_median": statistics.median(r for g in got for r in g[0]),
+            "huge_page_mib": min(g[1] for g in got)}
+
+
 def kafka_delivery(ks: KafkaSettings, n_records: int) -> dict[str, Any]:
     """The Kafka path without learning: one consumer (the trainer's config) consuming and
     decoding every frame as fast as the broker delivers; the trainer cannot beat this rate."""
@@ -246,6 +293,7 @@ def run(quick: bool = False) -> dict:
         figures["kafka_delivery_one_consumer"] = kafka_delivery(ks, n)
         with shm_huge_pages() as mode:
             figures["dev_shm_huge"] = mode
+            figures["kernels_2_processes_shared_state"] = kernels_shared_state(min(n, 2_000_000), reps)
             for w in (1, 2):
                 runs = [trainer_run(ks, n, w) for _ in range(reps)]
                 rates = [r["rate"] for r in runs]
@@ -298,6 +346,11 @@ def run(quick: bool = False) -> dict:
         notes.append(f"CPU while 2 workers learned (medians over runs): the workers' processes {m['processes_cores']:.2f} "
                      f"cores, the broker {m['broker_jvm_cores']:.2f}, the host idle {m['host_idle_share']:.0%} of the "
                      "time: " + ("CPU-bound" if m["host_idle_share"] < 0.1 else "not CPU-bound: the workers wait"))
+    ks2 = figures["kernels_2_processes_shared_state"]
+    notes.append(f"two kernels alone, one core each, on one shared state (no Kafka; huge pages: {ks2['huge_page_mib']} "
+                 f"MiB): {ks2['rate_median'] / 1e6:.2f} M records/s together ({ks2['per_process_median'] / 1e6:.2f} M "
+                 f"each); the 2-worker trainer reached {r2 / ks2['rate_median']:.0%} of that: the rest went to "
+                 "consuming, decoding and the broker on the same 2 cores")
     notes.append(f"1 -> 2 workers scaling: {figures['scaling_1_to_2']:.2f}x; rates count from the first "
                  "learned record to the last (start-up and group join excluded, given as startup_seconds)")
     notes.append("the machine (2 cores) was shared with other engineers' work while this ran: "
