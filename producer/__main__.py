@@ -19,7 +19,7 @@ from shared.errors import ConfigError, HashbridgeError
 from shared.hashspec import Algorithm
 from shared.logs import setup_logging
 from shared.settings import KafkaSettings
-from shared.startup import quiet_imports
+from shared.startup import quiet_imports, skip_numba_blas_probe
 
 from producer.keys import read_key
 from producer.schema import Schema, load_schema
@@ -139,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
                 source.start()
                 stack.callback(source.close)
         with quiet_imports():  # as hashbridge.cli imports this module: no collector walks
+            skip_numba_blas_probe()
             from producer.edges import prime_rare
             from producer.hashing import make_hasher
             from producer.metrics import ProducerMetrics

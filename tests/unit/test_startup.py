@@ -67,3 +67,30 @@ def test_open_source_turns_the_readahead_into_blocks(tmp_path):
     assert default.readahead_blocks == DEFAULT_READAHEAD_BYTES // DEFAULT_BLOCK_BYTES > 8
     small = open_source(str(tmp_path / "a.csv"), schema, schema.input_columns, readahead_bytes=1)
     assert small.readahead_blocks == 1
+
+
+def test_skipping_numba_blas_probe_keeps_scipy_importable_and_kernels_working():
+    """In a fresh interpreter: numba's array module loads without importing SciPy, the block is
+    lifted afterwards (SciPy's BLAS still imports, where SciPy is installed), and a jitted
+    kernel still runs; a second call does nothing."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from shared.startup import skip_numba_blas_probe\n"
+        "assert skip_numba_blas_probe() is True\n"
+        "assert 'scipy.linalg' not in sys.modules and 'numba.np.arraymath' in sys.modules\n"
+        "assert 'scipy.linalg.cython_blas' not in sys.modules\n"
+        "assert skip_numba_blas_probe() is False\n"
+        "import numpy as np\n"
+        "from trainer import kernels as K\n"
+        "idx = np.arange(5, dtype=np.uint32)\n"
+        "s = np.ones((8, 2), np.float32)\n"
+        "assert K.gather_sum(s, idx) == 5.0\n"
+        "import importlib.util\n"
+        "if importlib.util.find_spec('scipy') is not None:\n"
+        "    import scipy.linalg.cython_blas\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
