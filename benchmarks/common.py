@@ -121,7 +121,8 @@ class CpuSplit:
                     out.append(int(name))
         return out
 
-    def _sample(self, pids: list[int]) -> dict[str, Any]:
+    def sample(self, pids: list[int]) -> dict[str, Any]:
+        """CPU ticks so far of ``pids`` together (``own``), of the JVMs, and the host's (idle, all)."""
         own, java = 0, 0
         for name in os.listdir("/proc"):
             if not name.isdigit():
@@ -138,7 +139,7 @@ class CpuSplit:
 
     def start(self, pids: list[int]) -> None:
         try:
-            self._t0, self._start = time.perf_counter(), self._sample(pids)
+            self._t0, self._start = time.perf_counter(), self.sample(pids)
         except OSError:
             self._start = {}
 
@@ -147,7 +148,7 @@ class CpuSplit:
         if not self._start:
             return {}
         try:
-            end, span = self._sample(pids), time.perf_counter() - self._t0
+            end, span = self.sample(pids), time.perf_counter() - self._t0
         except OSError:
             return {}
         (i0, t0), (i1, t1) = self._start["host"], end["host"]

@@ -23,8 +23,8 @@ compared: the part is listed as not comparable and why.
 from __future__ import annotations
 
 import argparse
-import shutil
 import re
+import shutil
 import statistics
 import sys
 from dataclasses import dataclass
@@ -39,7 +39,7 @@ EXACT, HOGWILD_TOLERANCE = 1e-9, 0.002
 TOLERANCE = {"pipeline": HOGWILD_TOLERANCE}  # parts whose accuracy is not deterministic
 SHAPE_KEYS = ("rows", "records", "n_train", "bits", "fields", "features", "indices_per_record", "repeats")
 _SPREAD = re.compile(r"(.*?)([._])median$")
-_SKIP = re.compile(r"ratio_to_vw|seconds|cpu_rate|test_auc|auc|logloss|\[\d+\]")
+_SKIP = re.compile(r"ratio_to_vw|seconds|cpu_rate|auc|logloss|\[\d+\]")
 _ACCURACY = re.compile(r"(^|[._])(auc|logloss)([._]|$)")
 
 
@@ -99,7 +99,7 @@ def spreads(figures: dict) -> dict[str, tuple[float, float, float]]:
     return out
 
 
-def _not_comparable(part: str, a: dict, b: dict, quick: tuple[bool, bool]) -> str | None:
+def _not_comparable(a: dict, b: dict, quick: tuple[bool, bool]) -> str | None:
     if quick[0] != quick[1]:
         return "one run was --quick"
     fa, fb = a.get("figures", {}), b.get("figures", {})
@@ -123,7 +123,7 @@ def compare(before: dict[str, dict], after: dict[str, dict]) -> Comparison:
     for part in sorted((set(before) & set(after)) - {"harness"}):
         a, b = before[part], after[part]
         hb, ha = _harness_part(before, part), _harness_part(after, part)
-        why = _not_comparable(part, a, b, (bool(hb.get("quick")), bool(ha.get("quick"))))
+        why = _not_comparable(a, b, (bool(hb.get("quick")), bool(ha.get("quick"))))
         if why:
             skipped[part] = why
             continue

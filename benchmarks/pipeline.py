@@ -107,25 +107,11 @@ class StageCpu:
     def __init__(self, trainer_pgid: int) -> None:
         self.trainer_pgid = trainer_pgid
         self.producer_pid, self.producer_ticks = 0, 0  # the pid is set once the producer starts
-        self.t0, self.hz = 0.0, os.sysconf("SC_CLK_TCK")
+        self.hz = os.sysconf("SC_CLK_TCK")
         self.start_: dict[str, Any] = {}
 
     def _sample(self) -> dict[str, Any]:
-        trainer = 0
-        for pid in CpuSplit.group_pids(self.trainer_pgid):
-            try:
-                trainer += CpuSplit.ticks(pid)[1]
-            except (OSError, ValueError, IndexError):
-                continue  # exited meanwhile
-        java = 0
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                try:
-                    comm, t = CpuSplit.ticks(int(name))
-                except (OSError, ValueError, IndexError):
-                    continue
-                java += t if comm == "java" else 0
-        return {"trainer": trainer, "java": java, "host": CpuSplit.host(), "t": time.perf_counter()}
+        return {**CpuSplit().sample(CpuSplit.group_pids(self.trainer_pgid)), "t": time.perf_counter()}
 
     def start(self) -> None:
         self.start_ = self._sample()
@@ -142,7 +128,7 @@ class StageCpu:
         span = end["t"] - a["t"]
         (i0, h0), (i1, h1) = a["host"], end["host"]
         return {"producer_cpu_s": self.producer_ticks / self.hz,
-                "trainer_cpu_s": (end["trainer"] - a["trainer"]) / self.hz,
+                "trainer_cpu_s": (end["own"] - a["own"]) / self.hz,
                 "broker_cpu_s": (end["java"] - a["java"]) / self.hz,
                 "host_idle_share": (i1 - i0) / (h1 - h0) if h1 > h0 else 0.0, "span_s": span}
 

@@ -50,9 +50,14 @@ def filled_state(bits: int, huge: bool) -> np.ndarray:
         buf = mmap.mmap(-1, state.nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         buf.madvise(mmap.MADV_NOHUGEPAGE)
         state = np.frombuffer(buf, np.float32).reshape(state.shape)
+    return fill_state(state)
+
+
+def fill_state(state: np.ndarray) -> np.ndarray:
+    """Small weights and plausible accumulators in every row, the same for every call."""
     rng = np.random.default_rng(0)
-    state[:, 0] = rng.uniform(-1e-3, 1e-3, 1 << bits)
-    state[:, 1] = rng.uniform(0.5, 2.0, 1 << bits)
+    state[:, 0] = rng.uniform(-1e-3, 1e-3, state.shape[0])
+    state[:, 1] = rng.uniform(0.5, 2.0, state.shape[0])
     return state
 
 
@@ -172,9 +177,7 @@ def kernels_shared_state(n_records: int, repeats: int, processes: int = 2) -> di
 
     ctx = multiprocessing.get_context("spawn")
     with S.SharedState(BITS, processes) as arrays:
-        rng = np.random.default_rng(0)
-        arrays.state[:, 0] = rng.uniform(-1e-3, 1e-3, arrays.state.shape[0])
-        arrays.state[:, 1] = rng.uniform(0.5, 2.0, arrays.state.shape[0])
+        fill_state(arrays.state)
         barrier, out = ctx.Barrier(processes), ctx.Queue()
         procs = [ctx.Process(target=_shared_kernel_child, args=(arrays.handle, n_records, repeats, 100 + i, barrier, out))
                  for i in range(processes)]
