@@ -257,3 +257,42 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, float]:
     elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
         out[prefix] = float(obj)
     return out
+
+
+class StageCpu:
+    """CPU seconds each stage used between the producer's start and the end of the clock: the
+    producer process (sampled while it lives, so its last ~20 ms may be missed), the trainer's
+    process group (supervisor and workers), the broker's JVM, and the host's idle share. On 2
+    shared cores this says which stage the time went to, rather than guessing it from wall times."""
+
+    def __init__(self, trainer_pgid: int) -> None:
+        self.trainer_pgid = trainer_pgid
+        self.producer_pid, self.producer_ticks = 0, 0  # the pid is set once the producer starts
+        self.producer_base = 0  # its ticks when the clock started (a watching producer started earlier)
+        self.hz = os.sysconf("SC_CLK_TCK")
+        self.start_: dict[str, Any] = {}
+
+    def _sample(self) -> dict[str, Any]:
+        return {**CpuSplit().sample(CpuSplit.group_pids(self.trainer_pgid)), "t": time.perf_counter()}
+
+    def start(self) -> None:
+        self.start_ = self._sample()
+        if self.producer_pid:
+            self.poll()
+            self.producer_base = self.producer_ticks
+
+    def poll(self) -> None:
+        """Keep the producer's latest count (its /proc entry goes when it is reaped)."""
+        try:
+            self.producer_ticks = CpuSplit.ticks(self.producer_pid)[1]
+        except (OSError, ValueError, IndexError):
+            pass
+
+    def stop(self) -> dict[str, float]:
+        end, a = self._sample(), self.start_
+        span = end["t"] - a["t"]
+        (i0, h0), (i1, h1) = a["host"], end["host"]
+        return {"producer_cpu_s": (self.producer_ticks - self.producer_base) / self.hz,
+                "trainer_cpu_s": (end["own"] - a["own"]) / self.hz,
+                "broker_cpu_s": (end["java"] - a["java"]) / self.hz,
+                "host_idle_share": (i1 - i0) / (h1 - h0) if h1 > h0 else 0.0, "span_s": span}

@@ -29,7 +29,6 @@ import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from benchmarks import common
 from benchmarks.common import RESULTS_DIR, flatten, read_results

@@ -12,12 +12,22 @@ snapshots once its input has been quiet for ``IDLE_SECONDS`` (``--checkpoint-idl
 otherwise at its default intervals. Each repetition uses a fresh topic prefix, consumer group and
 checkpoint directory. The final model is scored on the generator's test split, hashed by the
 producer's own columnar path with the same schema and key.
+
+Two ways of running the producer, interleaved repetition by repetition:
+
+* ``cold``: one ``hashbridge produce --input FILE`` per run, its interpreter start, imports, broker
+  connection and kernel loading inside the clock (~0.7-1 s here, as long as hashing the file);
+* ``watch``: the producer as deployed beside the source systems, ``hashbridge produce --watch DIR``,
+  started before the clock (a fresh process per run, so its value tables start empty) and ready;
+  the clock starts when the CSV is renamed into DIR. Vowpal Wabbit's own start-up is a few
+  milliseconds of C++, so this is the like-for-like figure for a service against a one-shot tool.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -31,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import datagen
-from benchmarks.common import DEADLINE_ENV, CpuSplit, write_result
+from benchmarks.common import DEADLINE_ENV, StageCpu, write_result
 
 BITS, WORKERS, PARTITIONS = 20, 2, 4
 IDLE_SECONDS = 0.1  # the trainer snapshots this long after its input went quiet: the clock's end
@@ -54,6 +64,7 @@ negative = ["0"]
 """
 _ASSIGNED = re.compile(r"worker \d+ assigned partitions \[([\d, ]*)\]")
 _PRODUCER_RATE = re.compile(r"published ([\d,]+) in ([\d,]+) frames \(([\d,]+) records/s\)")
+MODES = ("cold", "watch")
 
 
 def _hashbridge() -> str:
@@ -98,43 +109,36 @@ def _tail(path: Path, n: int = 8) -> str:
         return ""
 
 
-class StageCpu:
-    """CPU seconds each stage used between the producer's start and the end of the clock: the
-    producer process (sampled while it lives, so its last ~20 ms may be missed), the trainer's
-    process group (supervisor and workers), the broker's JVM, and the host's idle share. On 2
-    shared cores this says which stage the time went to, rather than guessing it from wall times."""
+def _producer_args(bootstrap: str, schema_path: Path, key_path: Path, prefix: str) -> list[str]:
+    return ["--schema", str(schema_path), "--key", str(key_path), "--bootstrap", bootstrap, "--topic-prefix", prefix,
+            "--no-create-topics", "--no-progress", "--compression", "none"]
 
-    def __init__(self, trainer_pgid: int) -> None:
-        self.trainer_pgid = trainer_pgid
-        self.producer_pid, self.producer_ticks = 0, 0  # the pid is set once the producer starts
-        self.hz = os.sysconf("SC_CLK_TCK")
-        self.start_: dict[str, Any] = {}
 
-    def _sample(self) -> dict[str, Any]:
-        return {**CpuSplit().sample(CpuSplit.group_pids(self.trainer_pgid)), "t": time.perf_counter()}
+def _watching_producer(args: list[str], spool: Path, log_fh: Any, log: Path) -> subprocess.Popen:
+    """A ``--watch`` producer, once it says it is ready (kernels warm, broker connected)."""
+    spool.mkdir()
+    proc = subprocess.Popen([_hashbridge(), "produce", "--watch", str(spool), *args], stdout=log_fh,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    t = time.perf_counter()
+    while "ready: watching" not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.perf_counter() - t > READY_TIMEOUT:
+            raise RuntimeError(f"watching producer not ready (exit {proc.poll()}): {_tail(log)}")
+        time.sleep(0.02)
+    return proc
 
-    def start(self) -> None:
-        self.start_ = self._sample()
 
-    def poll(self) -> None:
-        """Keep the producer's latest count (its /proc entry goes when it is reaped)."""
-        try:
-            self.producer_ticks = CpuSplit.ticks(self.producer_pid)[1]
-        except (OSError, ValueError, IndexError):
-            pass
-
-    def stop(self) -> dict[str, float]:
-        end, a = self._sample(), self.start_
-        span = end["t"] - a["t"]
-        (i0, h0), (i1, h1) = a["host"], end["host"]
-        return {"producer_cpu_s": self.producer_ticks / self.hz,
-                "trainer_cpu_s": (end["own"] - a["own"]) / self.hz,
-                "broker_cpu_s": (end["java"] - a["java"]) / self.hz,
-                "host_idle_share": (i1 - i0) / (h1 - h0) if h1 > h0 else 0.0, "span_s": span}
+def _stage(csv: Path, spool: Path) -> Path:
+    """The CSV under a hidden name in the spool (a hard link where it can: no copy in the way)."""
+    hidden = spool / f".{csv.name}"
+    try:
+        os.link(csv, hidden)
+    except OSError:
+        shutil.copyfile(csv, hidden)
+    return hidden
 
 
 def one_run(bootstrap: str, csv: Path, schema_path: Path, key_path: Path, key_hex: str, n: int,
-            work: Path) -> dict[str, Any]:
+            work: Path, mode: str = "cold") -> dict[str, Any]:
     """One repetition: fresh topics and checkpoint dir; returns timings and the final snapshot dir."""
     from shared.clients import delete_pipeline_topics, ensure_pipeline_topics
     from shared.settings import KafkaSettings
@@ -145,40 +149,51 @@ def one_run(bootstrap: str, csv: Path, schema_path: Path, key_path: Path, key_he
     ks = KafkaSettings.from_env(bootstrap=bootstrap, prefix=prefix)
     ensure_pipeline_topics(ks, partitions=PARTITIONS)
     ckdir, tlog, plog = work / f"ck-{prefix}", work / f"trainer-{prefix}log", work / f"producer-{prefix}log"
+    spool = work / f"spool-{prefix}"
     trainer = start_trainer(
         ["--bootstrap", bootstrap, "--topic-prefix", prefix, "--group", f"bench-{prefix}",
          "--workers", str(WORKERS), "--bits", str(BITS), "--key-id", key_hex, "--checkpoint-dir", str(ckdir),
          "--checkpoint-idle-seconds", str(IDLE_SECONDS), "--keep", "2",
          "--no-publish", "--report-seconds", "3600"], log_path=tlog)
-    out: dict[str, Any] = {"prefix": prefix}
+    out: dict[str, Any] = {"prefix": prefix, "mode": mode}
     producer = None
+    args = _producer_args(bootstrap, schema_path, key_path, prefix)
     try:
-        t_start = time.perf_counter()
-        while _assigned(tlog) != set(range(PARTITIONS)):
-            if trainer.poll() is not None:
-                raise RuntimeError(f"trainer exited {trainer.returncode} before it was ready: {_tail(tlog)}")
-            if time.perf_counter() - t_start > READY_TIMEOUT:
-                raise RuntimeError(f"trainer not assigned all partitions in {READY_TIMEOUT:.0f} s: {_tail(tlog)}")
-            time.sleep(0.1)
-        out["trainer_ready_seconds"] = time.perf_counter() - t_start
-        cpu = StageCpu(trainer.pid)
         with open(plog, "wb") as plog_fh:
+            if mode == "watch":  # started (and ready) before the clock, like the trainer
+                producer = _watching_producer(args, spool, plog_fh, plog)
+                hidden = _stage(csv, spool)
+            t_start = time.perf_counter()
+            while _assigned(tlog) != set(range(PARTITIONS)):
+                if trainer.poll() is not None:
+                    raise RuntimeError(f"trainer exited {trainer.returncode} before it was ready: {_tail(tlog)}")
+                if time.perf_counter() - t_start > READY_TIMEOUT:
+                    raise RuntimeError(f"trainer not assigned all partitions in {READY_TIMEOUT:.0f} s: {_tail(tlog)}")
+                time.sleep(0.1)
+            out["trainer_ready_seconds"] = time.perf_counter() - t_start
+            cpu = StageCpu(trainer.pid)
+            if producer is not None:
+                cpu.producer_pid = producer.pid
             t0 = time.perf_counter()
             cpu.start()
-            producer = subprocess.Popen(
-                [_hashbridge(), "produce", "--input", str(csv), "--schema", str(schema_path), "--key", str(key_path),
-                 "--bootstrap", bootstrap, "--topic-prefix", prefix, "--no-create-topics", "--no-progress",
-                 "--compression", "none"], stdout=plog_fh, stderr=subprocess.STDOUT, start_new_session=True)
-            cpu.producer_pid = producer.pid
+            if mode == "watch":
+                os.rename(hidden, spool / csv.name)  # the clock's start: the file lands
+            else:
+                producer = subprocess.Popen([_hashbridge(), "produce", "--input", str(csv), *args], stdout=plog_fh,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+                cpu.producer_pid = producer.pid
+        done = spool / "done" / csv.name
         t_prod = t_end = None
         seen_version, learned = -1, -1
         while t_end is None:
             now = time.perf_counter()
             cpu.poll()
-            if t_prod is None and producer.poll() is not None:
-                t_prod = now
-                if producer.returncode != 0:
+            if t_prod is None and mode == "watch" and done.exists():
+                t_prod = now  # every record of the file acknowledged by the broker
+            elif t_prod is None and producer.poll() is not None:
+                if mode == "watch" or producer.returncode != 0:
                     raise RuntimeError(f"producer exited {producer.returncode}: {_tail(plog)}")
+                t_prod = now
             files = snapshot_files(ckdir) if ckdir.exists() else []
             if files and files[-1][0] != seen_version:  # load a snapshot only when a new one appears
                 seen_version, learned = files[-1][0], snapshot_records(ckdir)
@@ -190,16 +205,22 @@ def one_run(bootstrap: str, csv: Path, schema_path: Path, key_path: Path, key_he
                 raise RuntimeError(f"only {learned} of {n} records learned after {RUN_TIMEOUT:.0f} s")
             time.sleep(0.02)
         out["cpu"] = cpu.stop()
-        if t_prod is None:  # every record learned before the producer process exited (its last
-            producer.wait(30)  # flush, report and interpreter exit): its own time ends at that exit
+        if t_prod is None:  # every record learned before the producer had finished (a one-shot
+            if mode == "watch":  # process's flush, report and exit; a watcher's move to done/)
+                while not done.exists() and time.perf_counter() - t0 < RUN_TIMEOUT:
+                    time.sleep(0.005)
+            else:
+                producer.wait(30)
+                if producer.returncode != 0:
+                    raise RuntimeError(f"producer exited {producer.returncode}: {_tail(plog)}")
             t_prod = time.perf_counter()
-            if producer.returncode != 0:
-                raise RuntimeError(f"producer exited {producer.returncode}: {_tail(plog)}")
+        if mode == "watch":
+            _stop(producer, 10)
         m = _PRODUCER_RATE.search(plog.read_text(errors="replace"))
         out.update(records=learned, seconds=t_end - t0, rate=n / (t_end - t0),
                    producer_seconds=t_prod - t0, producer_rate=n / (t_prod - t0),
-                   # < 0: the snapshot held every record before the producer process had exited
-                   # (its final flush, report and interpreter exit); counted as no lag
+                   # < 0: the snapshot held every record before the producer had finished (a
+                   # process's final flush, report and exit); counted as no lag
                    trainer_lag_seconds=max(0.0, t_end - t_prod), trainer_lag_raw_seconds=t_end - t_prod,
                    snapshot_version=seen_version,
                    producer_reported_rate=float(m.group(3).replace(",", "")) if m else None)
@@ -243,6 +264,66 @@ def _spread(xs: list[float]) -> dict[str, float]:
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
 
 
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "rate_median": statistics.median(r["rate"] for r in runs), "rate": _spread([r["rate"] for r in runs]),
+        **{k: _spread([r[k] or 0.0 for r in runs]) for k in (
+            "seconds", "producer_seconds", "producer_rate", "trainer_lag_seconds", "trainer_ready_seconds",
+            "producer_reported_rate")}}
+    aucs = [r["auc"] for r in runs if "auc" in r]
+    if aucs:
+        out["test_auc"] = _spread(aucs)
+    cpus = [r["cpu"] for r in runs if r.get("cpu")]
+    if cpus:
+        out["cpu_median"] = {k: statistics.median(c[k] for c in cpus) for k in cpus[0]}
+    return out
+
+
+def _notes(mode: str, p: dict[str, Any], n: int, n_rows: int, best_auc: float, reps: int) -> list[str]:
+    how = ("`hashbridge produce --input` started by the clock (its interpreter start, imports, broker connection "
+           "and kernel loading counted)" if mode == "cold" else
+           "`hashbridge produce --watch` (started and ready before the clock, a fresh process per run; the clock "
+           "starts when the CSV is renamed into its spool directory)")
+    notes = [
+        f"[{mode}] CSV ({n:,} training rows of the {n_rows:,}-row synthetic set, 20 categorical fields) -> {how} "
+        f"(keyed BLAKE2b, frames uncompressed) -> local Kafka ({PARTITIONS} partitions) -> `hashbridge train` "
+        f"({WORKERS} workers, 2^{BITS} weights, AdaGrad): median {p['rate']['median']:,.0f} records/s (min "
+        f"{p['rate']['min']:,.0f}, max {p['rate']['max']:,.0f}) over {reps} repetitions, to a snapshot holding "
+        f"all {n:,} records.",
+        f"[{mode}] Split: the producer took {p['producer_seconds']['median']:.2f} s (median, "
+        f"{p['producer_rate']['median']:,.0f} records/s, until every record was acknowledged"
+        + (" and its process had exited" if mode == "cold" else " and the file moved to done/")
+        + f") while the trainer learned alongside; the trainer finished {p['trainer_lag_seconds']['median']:.2f} s "
+        "after it (median; 0 when the snapshot held every record first). The producer's own report (hashing and "
+        f"publishing) says {p['producer_reported_rate']['median']:,.0f} records/s.",
+    ]
+    if mode == "cold":
+        notes.append(
+            f"The trainer is started first and the clock begins once its workers hold all {PARTITIONS} partitions "
+            f"(median {p['trainer_ready_seconds']['median']:.1f} s of start-up, not counted); the end is seen "
+            f"through the snapshot the trainer takes once its input has been quiet for {IDLE_SECONDS} s "
+            "(--checkpoint-idle-seconds), so that pause, the snapshot's write and the poll are counted as lag.")
+    if "cpu_median" in p:
+        c = p["cpu_median"]
+        cores = (os.cpu_count() or 2) * c["span_s"]
+        notes.append(
+            f"[{mode}] CPU while the clock ran (medians over runs): the producer process {c['producer_cpu_s']:.2f} "
+            f"CPU-s, the trainer's processes {c['trainer_cpu_s']:.2f}, the broker {c['broker_cpu_s']:.2f}, of the "
+            f"{cores:.2f} core-seconds the {c['span_s']:.2f} s gave ({c['producer_cpu_s'] / cores:.0%} / "
+            f"{c['trainer_cpu_s'] / cores:.0%} / {c['broker_cpu_s'] / cores:.0%}); the host was idle "
+            f"{c['host_idle_share']:.0%} of the time: "
+            + ("CPU-bound" if c["host_idle_share"] < 0.1 else "not CPU-bound: stages waited on each other"))
+    lag, prod = p["trainer_lag_seconds"]["median"], p["producer_seconds"]["median"]
+    notes.append(f"[{mode}] bottleneck: " + (
+        f"the producer - the trainer kept pace, its snapshot within {KEPT_PACE_SECONDS} s of the producer's end"
+        if lag <= KEPT_PACE_SECONDS else f"the trainer - it needed {lag:.2f} s after the producer's {prod:.2f} s"))
+    if "test_auc" in p:
+        notes.append(f"[{mode}] test AUC of the final model: {p['test_auc']['median']:.4f} (generator's best "
+                     f"possible {best_auc:.4f}); the test split was hashed by the producer's columnar path with "
+                     "the same schema and key and scored with scorer.scoring.predict_numpy.")
+    return notes
+
+
 def run(quick: bool = False) -> dict:
     from hashbridge.localkafka import resolve_bootstrap
     from producer.keys import write_key
@@ -270,74 +351,33 @@ def run(quick: bool = False) -> dict:
             if rep and time.time() + 1.3 * per_rep + 15 > deadline:  # the harness would kill us: stop
                 errors.append(f"rep {rep + 1}: skipped, short of the harness's time limit")
                 break
-            try:
-                r = one_run(lease.bootstrap, files["train_csv"], schema_path, key_path, key_id(key).hex(), n, work)
-            except Exception as exc:  # noqa: BLE001 - one failed repetition is reported, the rest run
-                errors.append(f"rep {rep + 1}: {type(exc).__name__}: {exc}")
-                print(f"  rep {rep + 1}/{reps}: {errors[-1]}", flush=True)
-                continue
-            try:
-                r.update(final_auc(Path(r["checkpoint_dir"]), files["test_csv"], schema_path, key))
-            except Exception as exc:  # noqa: BLE001
-                r["auc_error"] = f"{type(exc).__name__}: {exc}"
-            runs.append(r)
-            print(f"  rep {rep + 1}/{reps}: {r['rate']:,.0f} rec/s end to end ({r['seconds']:.2f} s; producer "
-                  f"{r['producer_seconds']:.2f} s, trainer lag {r['trainer_lag_seconds']:.2f} s; "
-                  f"AUC {r.get('auc', float('nan')):.4f})", flush=True)
+            for mode in MODES if rep % 2 == 0 else MODES[::-1]:  # interleaved, each first in turn
+                try:
+                    r = one_run(lease.bootstrap, files["train_csv"], schema_path, key_path, key_id(key).hex(), n,
+                                work, mode)
+                except Exception as exc:  # noqa: BLE001 - one failed repetition is reported, the rest run
+                    errors.append(f"rep {rep + 1} {mode}: {type(exc).__name__}: {exc}")
+                    print(f"  rep {rep + 1}/{reps}: {errors[-1]}", flush=True)
+                    continue
+                try:
+                    r.update(final_auc(Path(r["checkpoint_dir"]), files["test_csv"], schema_path, key))
+                except Exception as exc:  # noqa: BLE001
+                    r["auc_error"] = f"{type(exc).__name__}: {exc}"
+                runs.append(r)
+                print(f"  rep {rep + 1}/{reps} {mode}: {r['rate']:,.0f} rec/s end to end ({r['seconds']:.2f} s; "
+                      f"producer {r['producer_seconds']:.2f} s, trainer lag {r['trainer_lag_seconds']:.2f} s; "
+                      f"AUC {r.get('auc', float('nan')):.4f})", flush=True)
     notes: list[str] = []
-    if runs:
-        figures["pipeline"] = {
-            "rate_median": statistics.median(r["rate"] for r in runs), "rate": _spread([r["rate"] for r in runs]),
-            "seconds": _spread([r["seconds"] for r in runs]),
-            "producer_seconds": _spread([r["producer_seconds"] for r in runs]),
-            "producer_rate": _spread([r["producer_rate"] for r in runs]),
-            "trainer_lag_seconds": _spread([r["trainer_lag_seconds"] for r in runs]),
-            "trainer_ready_seconds": _spread([r["trainer_ready_seconds"] for r in runs]),
-            "producer_reported_rate": _spread([r["producer_reported_rate"] or 0.0 for r in runs])}
-        aucs = [r["auc"] for r in runs if "auc" in r]
-        if aucs:
-            figures["pipeline"]["test_auc"] = _spread(aucs)
-        cpus = [r["cpu"] for r in runs if r.get("cpu")]
-        if cpus:
-            figures["pipeline"]["cpu_median"] = {k: statistics.median(c[k] for c in cpus) for k in cpus[0]}
-        figures["headline"] = {"pipeline_rec_s": figures["pipeline"]["rate_median"]}
-        p = figures["pipeline"]
-        notes += [
-            f"CSV ({n:,} training rows of the {n_rows:,}-row synthetic set, 20 categorical fields) -> "
-            f"`hashbridge produce` (keyed BLAKE2b, frames uncompressed) -> local Kafka ({PARTITIONS} partitions) -> "
-            f"`hashbridge train` ({WORKERS} workers, 2^{BITS} weights, AdaGrad): median "
-            f"{p['rate']['median']:,.0f} records/s (min {p['rate']['min']:,.0f}, max {p['rate']['max']:,.0f}) over "
-            f"{len(runs)} repetitions, from the producer's start to a snapshot holding all {n:,} records.",
-            f"Split: the producer alone took {p['producer_seconds']['median']:.2f} s (median; its process start-up "
-            f"included, {p['producer_rate']['median']:,.0f} records/s) while the trainer learned alongside; the "
-            f"trainer finished {p['trainer_lag_seconds']['median']:.2f} s after the producer exited (median; 0 when "
-            "the snapshot held every record before the producer process had exited). Both stages and the broker "
-            "share the 2 cores; the producer's own report (hashing and publishing, without its interpreter "
-            f"start-up) says {p['producer_reported_rate']['median']:,.0f} records/s.",
-            f"The trainer was started first and the clock began once its workers held all {PARTITIONS} partitions "
-            f"(median {p['trainer_ready_seconds']['median']:.1f} s of start-up, not counted); the end is seen "
-            f"through the snapshot the trainer takes once its input has been quiet for {IDLE_SECONDS} s "
-            "(--checkpoint-idle-seconds), so that pause, the snapshot's write and the poll are counted as lag.",
-        ]
-        if cpus:
-            c = p["cpu_median"]
-            cores = (os.cpu_count() or 2) * c["span_s"]
-            notes.append(
-                f"CPU while the clock ran (medians over runs): the producer process {c['producer_cpu_s']:.2f} CPU-s, "
-                f"the trainer's processes {c['trainer_cpu_s']:.2f}, the broker {c['broker_cpu_s']:.2f}, of the "
-                f"{cores:.2f} core-seconds the {c['span_s']:.2f} s gave ({c['producer_cpu_s'] / cores:.0%} / "
-                f"{c['trainer_cpu_s'] / cores:.0%} / {c['broker_cpu_s'] / cores:.0%}); the host was idle "
-                f"{c['host_idle_share']:.0%} of the time: "
-                + ("CPU-bound" if c["host_idle_share"] < 0.1 else "not CPU-bound: stages waited on each other"))
-        lag, prod = p["trainer_lag_seconds"]["median"], p["producer_seconds"]["median"]
-        notes.append("bottleneck: " + (
-            f"the producer - the trainer kept pace, its snapshot within {KEPT_PACE_SECONDS} s of the producer's exit"
-            if lag <= KEPT_PACE_SECONDS else
-            f"the trainer - it needed {lag:.2f} s after the producer's {prod:.2f} s"))
-        if aucs:
-            notes.append(f"test AUC of the final model: {statistics.median(aucs):.4f} (generator's best possible "
-                         f"{meta['best_auc']:.4f}); the test split was hashed by the producer's columnar path with "
-                         "the same schema and key and scored with scorer.scoring.predict_numpy.")
+    headline: dict[str, float] = {}
+    for mode in MODES:
+        mine = [r for r in runs if r["mode"] == mode]
+        if mine:
+            key_ = "pipeline" if mode == "cold" else f"pipeline_{mode}"
+            figures[key_] = _summary(mine)
+            headline[f"{key_}_rec_s"] = figures[key_]["rate_median"]
+            notes += _notes(mode, figures[key_], n, n_rows, meta["best_auc"], len(mine))
+    if headline:
+        figures["headline"] = headline
     figures["runs"] = runs
     if errors:
         figures["errors"] = errors

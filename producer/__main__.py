@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--input", help="CSV or Parquet file (format from the suffix, or --format)")
     src.add_argument("--jsonl", help="JSON lines file, or - for stdin")
     src.add_argument("--relay-topic", help="relay mode: raw JSON records on this topic of --source-bootstrap")
+    src.add_argument("--watch", metavar="DIR", help="stay up and publish every CSV/Parquet/JSON-lines file renamed "
+                                                    "into DIR, then move it to DIR/done (or DIR/failed)")
     p.add_argument("--format", choices=["csv", "parquet", "jsonl"], help="input format (default: from suffix)")
     p.add_argument("--schema", required=True, help="schema TOML file")
     p.add_argument("--key", help="key file from 'hashbridge keygen' (not needed in mmh3 insecure mode)")
@@ -50,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topic-prefix", help="topic prefix (default $HASHBRIDGE_TOPIC_PREFIX or hb.)")
     p.add_argument("--source-bootstrap", help="relay mode: the owner's own cluster (default: --bootstrap)")
     p.add_argument("--relay-group", default="hb-relay", help="relay mode: consumer group on the source")
-    p.add_argument("--idle-exit", type=float, help="relay mode: exit after this many seconds without input")
+    p.add_argument("--idle-exit", type=float, help="relay and watch modes: exit after this many seconds without input")
     p.add_argument("--frame-records", type=int, default=DEFAULT_FRAME_RECORDS, help="records per frame")
     p.add_argument("--partitioning", choices=["roundrobin", "random", "key"], default="roundrobin",
                    help="roundrobin over partitions (default), random, or key: one random key per run")
@@ -127,9 +129,11 @@ def print_report(report: RunReport) -> None:
 def run(args: argparse.Namespace) -> int:
     schema = prepare_schema(args)
     key = read_key(args.key) if args.key else None
+    if args.watch and args.max_records is not None:
+        raise ConfigError("--max-records does not apply to --watch")
     with ExitStack() as stack:
         source = None
-        if not args.relay_topic:
+        if not (args.relay_topic or args.watch):
             source = open_source(args.input or args.jsonl, schema, schema.input_columns, fmt=args.format,
                                  skip_rows=args.skip_rows, use_threads=args.threads,
                                  readahead_bytes=max(1, args.readahead_mib) << 20)
@@ -149,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
 
         hasher = make_hasher(schema, key)
         prime_path = args.input or (args.jsonl if args.jsonl and args.jsonl != "-" else None)
-        if hasher.rare.enabled and prime_path and not args.relay_topic:
+        if hasher.rare.enabled and prime_path and not (args.relay_topic or args.watch):
             prime_rare(hasher, prime_path, fmt=args.format or ("jsonl" if args.jsonl else None),
                        skip_rows=args.skip_rows)
         kafka = KafkaSettings.from_env(bootstrap=args.bootstrap, prefix=args.topic_prefix)
@@ -162,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
         metrics = ProducerMetrics()
         metrics.serve(settings.metrics_port)
         publisher = FramePublisher(settings.kafka_config(), kafka.topics.train, metrics, settings.partitioning)
+        if args.watch:
+            return _watch(args, schema, key, hasher, settings, publisher, metrics)
         if source is None:
             from producer.relay import RelayService
 
@@ -183,6 +189,39 @@ def run(args: argparse.Namespace) -> int:
             report = service.run(max_records=args.max_records)
     print_report(report)
     return 1 if report.delivery_errors else 0
+
+
+def _watch(args: argparse.Namespace, schema: Schema, key: bytes | None, hasher: Any, settings: ProducerSettings,
+           publisher: Any, metrics: Any) -> int:
+    """The spool loop (producer/spool.py): one hasher, publisher and broker connection for all files."""
+    from pathlib import Path
+
+    from producer.edges import prime_rare
+    from producer.hashing import make_hasher
+    from producer.service import ProducerService
+    from producer.spool import SpoolService, warm_up
+
+    warm_up(schema, lambda: make_hasher(schema, key))
+
+    def publish_file(path: Path) -> RunReport:
+        if hasher.rare.enabled:
+            prime_rare(hasher, str(path), fmt=args.format, skip_rows=args.skip_rows)
+        source = open_source(str(path), schema, schema.input_columns, fmt=args.format, skip_rows=args.skip_rows,
+                             use_threads=args.threads, readahead_bytes=max(1, args.readahead_mib) << 20)
+        service = ProducerService(settings, hasher, source, publisher, metrics)
+        spool.on_stop = service.stop
+        try:
+            return service.run()
+        finally:
+            spool.on_stop = None
+
+    spool = SpoolService(Path(args.watch), publish_file)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: spool.stop())
+    report = spool.run(idle_exit=args.idle_exit)
+    print(f"watched {args.watch}: {report.files_done} files published ({report.records_acked:,} records), "
+          f"{report.files_failed} failed", file=sys.stderr)
+    return 1 if report.files_failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

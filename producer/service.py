@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
 
 from shared.errors import RecordError
@@ -145,6 +145,7 @@ class ProducerService:
     def run(self, max_records: int | None = None, timeout: float | None = None) -> RunReport:
         """Publish until the source ends, ``max_records`` are read, ``timeout`` passes or ``stop()``."""
         r = self.report
+        base = replace(self.publisher.stats)  # a publisher may outlive one run (--watch): count this run's
         t0 = time.monotonic()
         t_batch = time.perf_counter()  # a batch's time runs from the end of the previous one (its read included)
         try:
@@ -174,8 +175,10 @@ class ProducerService:
             if remaining:
                 log.error("%d frames still undelivered after flush", remaining)
             stats = self.publisher.stats
-            r.records_sent, r.records_acked, r.frames = stats.records_sent, stats.records_acked, stats.frames_sent
-            r.delivery_errors = stats.frames_failed + remaining
+            r.records_sent = stats.records_sent - base.records_sent
+            r.records_acked = stats.records_acked - base.records_acked
+            r.frames = stats.frames_sent - base.frames_sent
+            r.delivery_errors = stats.frames_failed - base.frames_failed + remaining
             r.elapsed = time.monotonic() - t0
             self._set_distinct()
         return r

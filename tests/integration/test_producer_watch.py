@@ -1,0 +1,74 @@
+"""``hashbridge produce --watch``: files renamed into the spool are published whole, in name order,
+and moved to done/; a file it cannot read goes to failed/ with its reason; files still being
+written (hidden names) are left alone; SIGTERM stops it with exit 0."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from producer.keys import write_key
+from shared.clients import ensure_pipeline_topics
+from shared.frames import decode
+from shared.settings import KafkaSettings, Topics
+from tests.integration.test_producer_sigterm import SCHEMA, _messages
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _csv(path: Path, rows: int, salt: str) -> None:
+    with open(path, "w") as f:
+        f.write("a,b,y\n")
+        for i in range(rows):
+            f.write(f"{salt}{i % 500},w{i % 31},{i % 2}\n")
+
+
+def _wait(cond, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_watch_publishes_each_landed_file_once_and_moves_it(kafka_bootstrap, tmp_path):
+    (tmp_path / "s.toml").write_text(SCHEMA)
+    write_key(tmp_path / "k")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    ensure_pipeline_topics(KafkaSettings(kafka_bootstrap, topics=Topics(prefix)))
+    log = open(tmp_path / "producer.log", "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "producer", "--watch", str(spool), "--schema", str(tmp_path / "s.toml"),
+         "--key", str(tmp_path / "k"), "--bootstrap", kafka_bootstrap, "--topic-prefix", prefix,
+         "--frame-records", "1000", "--no-create-topics"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert _wait(lambda: "ready: watching" in (tmp_path / "producer.log").read_text()), log.name
+        _csv(spool / ".b.csv", 2500, "x")  # hidden while written: must not be picked up
+        _csv(tmp_path / "a.csv", 4000, "v")
+        (spool / "notes.txt").write_text("not data")
+        (spool / "broken.csv").write_text("a,b\n1,2\n")  # no label column: refused, kept aside
+        os.rename(tmp_path / "a.csv", spool / "a.csv")
+        assert _wait(lambda: (spool / "done" / "a.csv").exists()), (tmp_path / "producer.log").read_text()
+        assert _wait(lambda: (spool / "failed" / "broken.csv").exists())
+        assert "Column 'y'" in (spool / "failed" / "broken.csv.error").read_text()
+        time.sleep(0.3)
+        assert (spool / ".b.csv").exists() and (spool / "notes.txt").exists()
+        os.rename(spool / ".b.csv", spool / "b.csv")
+        assert _wait(lambda: (spool / "done" / "b.csv").exists())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 1  # one file failed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = (tmp_path / "producer.log").read_text()
+    assert "2 files published (6,500 records), 1 failed" in text, text
+    frames = [decode(v) for v in _messages(kafka_bootstrap, prefix + "train")]
+    assert sum(f.n_records for f in frames) == 6500
+    assert len(frames) == 4 + 3  # each file cut into its own frames of 1000
