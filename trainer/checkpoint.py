@@ -110,6 +110,14 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
                           float(meta["created_at"]), meta.get("sync"))
 
 
+def read_records(path: str | os.PathLike[str]) -> int:
+    """The record count of one snapshot, from its small metadata member alone (a poller does not
+    need to read the model state to see how far learning got)."""
+    with np.load(path) as z:
+        records = json.loads(bytes(z["meta"]).decode()).get("records")
+        return int(z["stats"][0]) if records is None else int(records)
+
+
 def load_latest(directory: str | os.PathLike[str]) -> Checkpoint | None:
     """The newest snapshot in ``directory``, or None when there is none yet."""
     files = snapshot_files(directory)

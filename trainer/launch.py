@@ -19,7 +19,7 @@ from shared.clients import make_producer
 from shared.frames import encode_train
 from shared.hashspec import SpecId
 from shared.settings import KafkaSettings
-from trainer.checkpoint import load_latest  # noqa: F401 - re-exported for callers
+from trainer.checkpoint import load_latest, read_records, snapshot_files  # noqa: F401 - load_latest re-exported
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -93,11 +93,13 @@ def wait_for(cond: Callable[[], T], timeout: float, what: str, every: float = 0.
 
 def snapshot_records(directory: Path) -> int:
     """Records in the newest snapshot; -1 when there is none (or it was pruned while reading)."""
+    files = snapshot_files(directory)
+    if not files:
+        return -1
     try:
-        snap = load_latest(directory)
+        return read_records(files[-1][1])
     except (OSError, ValueError, KeyError):
         return -1
-    return -1 if snap is None else snap.records
 
 
 def worker_pids(supervisor_pid: int) -> list[int]:

@@ -1,6 +1,7 @@
 """Shared-memory life cycle, snapshots and the worker loop driven by a fake consumer."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,8 @@ from shared.hashspec import Algorithm, SpecId
 from shared.settings import KafkaSettings, Topics
 from trainer import kernels as K
 from trainer import shm as S
-from trainer.checkpoint import Checkpoint, load_latest, snapshot_files, write_checkpoint
+from trainer.checkpoint import Checkpoint, load_latest, read_records, snapshot_files, write_checkpoint
+from trainer.launch import snapshot_records
 from trainer.model import Hyper, Optimizer
 from trainer.service import Worker, spec_from_control
 from trainer.settings import TrainerSettings
@@ -65,6 +67,22 @@ def test_checkpoint_round_trip_and_pruning(tmp_path: Path):
     np.testing.assert_array_equal(got.state, np.full((16, 2), 5, np.float32))
     assert not list(tmp_path.glob(".*tmp"))
     assert load_latest(tmp_path / "none") is None
+    # the pollers' light read: the record count from the metadata member, the same as the stats'
+    stats = np.zeros(K.STATS_LEN)
+    stats[0] = 4321
+    write_checkpoint(tmp_path, Checkpoint(6, "t.train", {0: 1}, np.zeros((16, 2), np.float32), np.zeros(2), stats,
+                                          Hyper(), SPEC), keep=3)
+    assert read_records(snapshot_files(tmp_path)[-1][1]) == load_latest(tmp_path).records == 4321
+    assert snapshot_records(tmp_path) == 4321 and snapshot_records(tmp_path / "none") == -1
+
+
+def test_read_records_takes_the_count_from_a_snapshot_without_it_in_meta(tmp_path: Path):
+    """Snapshots whose metadata predates the count: the stats row says it."""
+    stats = np.zeros(K.STATS_LEN)
+    stats[0] = 1234
+    np.savez(tmp_path / "snapshot-000000000001.npz", state=np.zeros((4, 2), np.float32), stats=stats,
+             meta=np.frombuffer(json.dumps({"version": 1}).encode(), np.uint8))
+    assert read_records(tmp_path / "snapshot-000000000001.npz") == 1234
 
 
 class FakeMsg:
