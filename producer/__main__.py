@@ -215,7 +215,7 @@ def _watch(args: argparse.Namespace, schema: Schema, key: bytes | None, hasher: 
         finally:
             spool.on_stop = None
 
-    spool = SpoolService(Path(args.watch), publish_file)
+    spool = SpoolService(Path(args.watch), publish_file, metrics)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: spool.stop())
     report = spool.run(idle_exit=args.idle_exit)

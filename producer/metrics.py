@@ -32,6 +32,11 @@ class ProducerMetrics:
                                        buckets=BATCH_BUCKETS, registry=r)
         self.hash_seconds = Histogram("hb_producer_hash_seconds", "Keyed hashing per batch",
                                       buckets=BATCH_BUCKETS, registry=r)
+        # --watch: files by where they ended (done, failed), and files waiting in the spool
+        self.spool_files = Counter("hb_producer_spool_files", "Spool files published (done) or set aside (failed)",
+                                   ["outcome"], registry=r)
+        self.spool_pending = Gauge("hb_producer_spool_pending_files", "Files waiting in the spool directory",
+                                   registry=r)
         self.key = Info("hb_producer_key", "Public fingerprint of the hashing key and spec", registry=r)
 
     def serve(self, port: int) -> None:

@@ -29,6 +29,7 @@ import pyarrow as pa
 from shared.errors import HashbridgeError
 
 from producer.hashing import Hasher
+from producer.metrics import ProducerMetrics
 from producer.schema import Schema
 from producer.service import RunReport
 
@@ -82,10 +83,11 @@ class SpoolService:
     file's :class:`RunReport`, and is given a ``stop`` hook to end a file early)."""
 
     def __init__(self, directory: Path, publish_file: Callable[[Path], RunReport],
-                 poll_seconds: float = POLL_SECONDS) -> None:
+                 metrics: ProducerMetrics | None = None, poll_seconds: float = POLL_SECONDS) -> None:
         if not directory.is_dir():
             raise HashbridgeError(f"--watch: {directory} is not a directory")
         self.directory, self.publish_file, self.poll_seconds = directory, publish_file, poll_seconds
+        self.metrics = metrics or ProducerMetrics()
         self._stop = False
         self.on_stop: Callable[[], None] | None = None  # stops the file being published, if any
         self.report = SpoolReport()
@@ -114,6 +116,7 @@ class SpoolService:
             return True
         dest = move(path, DONE)
         self.report.files_done += 1
+        self.metrics.spool_files.labels(DONE).inc()
         log.info("%s: published %s in %s frames (%s records/s); skipped %d bad rows -> %s", path.name,
                  f"{report.records_acked:,}", f"{report.frames:,}", f"{report.records_per_second:,.0f}",
                  report.bad_count, dest.parent.name)
@@ -123,6 +126,7 @@ class SpoolService:
         dest = move(path, FAILED)
         dest.with_name(dest.name + ".error").write_text(reason + "\n")
         self.report.files_failed += 1
+        self.metrics.spool_files.labels(FAILED).inc()
         log.error("%s failed (%s) -> %s", path.name, reason, dest.parent.name)
 
     def run(self, idle_exit: float | None = None) -> SpoolReport:
@@ -131,9 +135,11 @@ class SpoolService:
         last = time.monotonic()
         while not self._stop:
             files = pending(self.directory)
-            for path in files:
+            for k, path in enumerate(files):
+                self.metrics.spool_pending.set(len(files) - k)
                 if self._stop or not self._one(path):
                     break
+            self.metrics.spool_pending.set(0 if not files else len(pending(self.directory)))
             if files:
                 last = time.monotonic()
             elif idle_exit is not None and time.monotonic() - last > idle_exit:

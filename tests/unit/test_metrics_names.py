@@ -27,6 +27,8 @@ REQUIRED: dict[str, dict[str, tuple[str, frozenset[str]]]] = {
         "hb_producer_key": ("info", frozenset()),
         "hb_producer_batch_seconds": ("histogram", frozenset()),
         "hb_producer_hash_seconds": ("histogram", frozenset()),
+        "hb_producer_spool_files": ("counter", frozenset({"outcome"})),
+        "hb_producer_spool_pending_files": ("gauge", frozenset()),
     },
     "trainer": {
         "hb_trainer_records_in": ("counter", frozenset()),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from producer.metrics import ProducerMetrics
 from producer.service import RunReport
 from producer.spool import DONE, FAILED, SpoolService, move, pending
 from shared.errors import HashbridgeError, RecordError
@@ -39,19 +40,27 @@ def test_files_end_in_done_or_failed_with_the_reason(tmp_path):
     _touch(tmp_path, "1.csv", "2.csv", "3.csv")
     seen: list[str] = []
 
+    waiting: list[float] = []
+
     def publish(path: Path) -> RunReport:
         seen.append(path.name)
+        waiting.append(metrics.registry.get_sample_value("hb_producer_spool_pending_files"))
         if path.name == "2.csv":
             raise RecordError("line 3: bad_label (column y)", "bad_label")
         return _report(10, errors=1 if path.name == "3.csv" else 0)
 
-    report = SpoolService(tmp_path, publish, poll_seconds=0.01).run(idle_exit=0.05)
-    assert seen == ["1.csv", "2.csv", "3.csv"]
+    metrics = ProducerMetrics()
+    report = SpoolService(tmp_path, publish, metrics, poll_seconds=0.01).run(idle_exit=0.05)
+    assert seen == ["1.csv", "2.csv", "3.csv"] and waiting == [3, 2, 1]
     assert (tmp_path / DONE / "1.csv").exists()
     assert "bad_label" in (tmp_path / FAILED / "2.csv.error").read_text()
     assert "1 frames were not delivered" in (tmp_path / FAILED / "3.csv.error").read_text()
     assert (report.files_done, report.files_failed, report.records_acked, report.stopped) == (1, 2, 20, False)
     assert pending(tmp_path) == []
+    sample = metrics.registry.get_sample_value
+    assert sample("hb_producer_spool_files_total", {"outcome": "done"}) == 1
+    assert sample("hb_producer_spool_files_total", {"outcome": "failed"}) == 2
+    assert sample("hb_producer_spool_pending_files") == 0
 
 
 def test_a_stop_during_a_file_leaves_it_in_the_spool(tmp_path):
