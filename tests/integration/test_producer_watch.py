@@ -15,7 +15,7 @@ from producer.keys import write_key
 from shared.clients import ensure_pipeline_topics
 from shared.frames import decode
 from shared.settings import KafkaSettings, Topics
-from tests.integration.test_producer_sigterm import SCHEMA, _messages
+from tests.integration.test_producer_sigterm import SCHEMA, _count, _messages
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,3 +72,47 @@ def test_watch_publishes_each_landed_file_once_and_moves_it(kafka_bootstrap, tmp
     frames = [decode(v) for v in _messages(kafka_bootstrap, prefix + "train")]
     assert sum(f.n_records for f in frames) == 6500
     assert len(frames) == 4 + 3  # each file cut into its own frames of 1000
+
+
+def _count_records(bootstrap: str, topic: str) -> int:
+    return sum(decode(v).n_records for v in _messages(bootstrap, topic))
+
+
+def _watcher(spool: Path, tmp_path: Path, bootstrap: str, prefix: str, log: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "producer", "--watch", str(spool), "--schema", str(tmp_path / "s.toml"),
+         "--key", str(tmp_path / "k"), "--bootstrap", bootstrap, "--topic-prefix", prefix,
+         "--frame-records", "1000", "--no-create-topics", *extra],
+        cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT, text=True)
+
+
+def test_sigkill_mid_file_leaves_it_in_the_spool_and_a_restart_publishes_it_whole(kafka_bootstrap, tmp_path):
+    """At least once: a crash during a file loses nothing; the next start publishes the file again."""
+    (tmp_path / "s.toml").write_text(SCHEMA)
+    write_key(tmp_path / "k")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    topic = prefix + "train"
+    ensure_pipeline_topics(KafkaSettings(kafka_bootstrap, topics=Topics(prefix)))
+    n = 1_000_000
+    _csv(tmp_path / "big.csv", n, "k")
+    first = _watcher(spool, tmp_path, kafka_bootstrap, prefix, tmp_path / "p1.log", "--readahead-mib", "1")
+    try:
+        assert _wait(lambda: "ready: watching" in (tmp_path / "p1.log").read_text())
+        os.rename(tmp_path / "big.csv", spool / "big.csv")
+        assert _wait(lambda: _count(kafka_bootstrap, topic) >= 3 or not (spool / "big.csv").exists(), 120)
+        first.kill()
+        first.wait(30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert (spool / "big.csv").exists(), "the whole file went out before the kill: make it longer"
+    assert not (spool / "done" / "big.csv").exists()
+    before = _count_records(kafka_bootstrap, topic)
+    assert 0 < before < n
+    second = _watcher(spool, tmp_path, kafka_bootstrap, prefix, tmp_path / "p2.log", "--idle-exit", "1")
+    assert second.wait(120) == 0, (tmp_path / "p2.log").read_text()
+    assert (spool / "done" / "big.csv").exists()
+    assert f"1 files published ({n:,} records)" in (tmp_path / "p2.log").read_text()
+    assert _count_records(kafka_bootstrap, topic) == before + n  # the file again, whole: nothing lost
