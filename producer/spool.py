@@ -135,11 +135,13 @@ class SpoolService:
         last = time.monotonic()
         while not self._stop:
             files = pending(self.directory)
-            for k, path in enumerate(files):
-                self.metrics.spool_pending.set(len(files) - k)
+            left = len(files)
+            for path in files:
+                self.metrics.spool_pending.set(left)
                 if self._stop or not self._one(path):
                     break
-            self.metrics.spool_pending.set(0 if not files else len(pending(self.directory)))
+                left -= 1
+            self.metrics.spool_pending.set(left)
             if files:
                 last = time.monotonic()
             elif idle_exit is not None and time.monotonic() - last > idle_exit:

@@ -36,26 +36,41 @@ def _wait(cond, timeout: float = 60.0) -> bool:
     return False
 
 
-def test_watch_publishes_each_landed_file_once_and_moves_it(kafka_bootstrap, tmp_path):
+def _count_records(bootstrap: str, topic: str) -> int:
+    return sum(decode(v).n_records for v in _messages(bootstrap, topic))
+
+
+def _setup(bootstrap: str, tmp_path: Path) -> tuple[Path, str]:
+    """Schema, key, an empty spool and fresh pipeline topics; returns the spool and topic prefix."""
     (tmp_path / "s.toml").write_text(SCHEMA)
     write_key(tmp_path / "k")
     spool = tmp_path / "spool"
     spool.mkdir()
     prefix = f"t{uuid.uuid4().hex[:10]}."
-    ensure_pipeline_topics(KafkaSettings(kafka_bootstrap, topics=Topics(prefix)))
-    log = open(tmp_path / "producer.log", "w+")
-    proc = subprocess.Popen(
+    ensure_pipeline_topics(KafkaSettings(bootstrap, topics=Topics(prefix)))
+    return spool, prefix
+
+
+def _watcher(spool: Path, tmp_path: Path, bootstrap: str, prefix: str, log: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
         [sys.executable, "-m", "producer", "--watch", str(spool), "--schema", str(tmp_path / "s.toml"),
-         "--key", str(tmp_path / "k"), "--bootstrap", kafka_bootstrap, "--topic-prefix", prefix,
-         "--frame-records", "1000", "--no-create-topics"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+         "--key", str(tmp_path / "k"), "--bootstrap", bootstrap, "--topic-prefix", prefix,
+         "--frame-records", "1000", "--no-create-topics", *extra],
+        cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT, text=True)
+
+
+def test_watch_publishes_each_landed_file_once_and_moves_it(kafka_bootstrap, tmp_path):
+    spool, prefix = _setup(kafka_bootstrap, tmp_path)
+    log = tmp_path / "producer.log"
+    proc = _watcher(spool, tmp_path, kafka_bootstrap, prefix, log)
     try:
-        assert _wait(lambda: "ready: watching" in (tmp_path / "producer.log").read_text()), log.name
+        assert _wait(lambda: "ready: watching" in log.read_text()), log
         _csv(spool / ".b.csv", 2500, "x")  # hidden while written: must not be picked up
         _csv(tmp_path / "a.csv", 4000, "v")
         (spool / "notes.txt").write_text("not data")
         (spool / "broken.csv").write_text("a,b\n1,2\n")  # no label column: refused, kept aside
         os.rename(tmp_path / "a.csv", spool / "a.csv")
-        assert _wait(lambda: (spool / "done" / "a.csv").exists()), (tmp_path / "producer.log").read_text()
+        assert _wait(lambda: (spool / "done" / "a.csv").exists()), log.read_text()
         assert _wait(lambda: (spool / "failed" / "broken.csv").exists())
         assert "Column 'y'" in (spool / "failed" / "broken.csv.error").read_text()
         time.sleep(0.3)
@@ -67,34 +82,17 @@ def test_watch_publishes_each_landed_file_once_and_moves_it(kafka_bootstrap, tmp
     finally:
         if proc.poll() is None:
             proc.kill()
-    text = (tmp_path / "producer.log").read_text()
+    text = log.read_text()
     assert "2 files published (6,500 records), 1 failed" in text, text
     frames = [decode(v) for v in _messages(kafka_bootstrap, prefix + "train")]
     assert sum(f.n_records for f in frames) == 6500
     assert len(frames) == 4 + 3  # each file cut into its own frames of 1000
 
 
-def _count_records(bootstrap: str, topic: str) -> int:
-    return sum(decode(v).n_records for v in _messages(bootstrap, topic))
-
-
-def _watcher(spool: Path, tmp_path: Path, bootstrap: str, prefix: str, log: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "producer", "--watch", str(spool), "--schema", str(tmp_path / "s.toml"),
-         "--key", str(tmp_path / "k"), "--bootstrap", bootstrap, "--topic-prefix", prefix,
-         "--frame-records", "1000", "--no-create-topics", *extra],
-        cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT, text=True)
-
-
 def test_sigkill_mid_file_leaves_it_in_the_spool_and_a_restart_publishes_it_whole(kafka_bootstrap, tmp_path):
     """At least once: a crash during a file loses nothing; the next start publishes the file again."""
-    (tmp_path / "s.toml").write_text(SCHEMA)
-    write_key(tmp_path / "k")
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    prefix = f"t{uuid.uuid4().hex[:10]}."
+    spool, prefix = _setup(kafka_bootstrap, tmp_path)
     topic = prefix + "train"
-    ensure_pipeline_topics(KafkaSettings(kafka_bootstrap, topics=Topics(prefix)))
     n = 1_000_000
     _csv(tmp_path / "big.csv", n, "k")
     first = _watcher(spool, tmp_path, kafka_bootstrap, prefix, tmp_path / "p1.log", "--readahead-mib", "1")
