@@ -11,11 +11,13 @@ import time
 import uuid
 from pathlib import Path
 
+from confluent_kafka import Consumer, TopicPartition
+
 from producer.keys import write_key
 from shared.clients import ensure_pipeline_topics
 from shared.frames import decode
 from shared.settings import KafkaSettings, Topics
-from tests.integration.test_producer_sigterm import SCHEMA, _count, _messages
+from tests.integration.test_producer_sigterm import SCHEMA, _messages
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,16 +95,22 @@ def test_sigkill_mid_file_leaves_it_in_the_spool_and_a_restart_publishes_it_whol
     """At least once: a crash during a file loses nothing; the next start publishes the file again."""
     spool, prefix = _setup(kafka_bootstrap, tmp_path)
     topic = prefix + "train"
-    n = 1_000_000
+    n = 2_000_000  # ~2 s of publishing here: the kill lands within the first frames, far from the end
     _csv(tmp_path / "big.csv", n, "k")
     first = _watcher(spool, tmp_path, kafka_bootstrap, prefix, tmp_path / "p1.log", "--readahead-mib", "1")
+    marks = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"w-{uuid.uuid4().hex}"})
     try:
+        parts = [TopicPartition(topic, p) for p in marks.list_topics(topic, timeout=10).topics[topic].partitions]
         assert _wait(lambda: "ready: watching" in (tmp_path / "p1.log").read_text())
         os.rename(tmp_path / "big.csv", spool / "big.csv")
-        assert _wait(lambda: _count(kafka_bootstrap, topic) >= 3 or not (spool / "big.csv").exists(), 120)
+        deadline = time.monotonic() + 120  # one client asking for the end offsets: ~1 ms a round here
+        while sum(marks.get_watermark_offsets(tp, timeout=10)[1] for tp in parts) == 0:
+            assert time.monotonic() < deadline and first.poll() is None, (tmp_path / "p1.log").read_text()
+            time.sleep(0.002)
         first.kill()
         first.wait(30)
     finally:
+        marks.close()
         if first.poll() is None:
             first.kill()
     assert (spool / "big.csv").exists(), "the whole file went out before the kill: make it longer"
