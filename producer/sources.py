@@ -16,7 +16,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -25,6 +25,9 @@ import pyarrow.parquet as pq
 from shared.errors import ConfigError, RecordError
 
 from producer.schema import Schema
+
+if TYPE_CHECKING:
+    from producer.csvplain import PlainCsv
 
 # 4 MiB blocks: the reader thread runs ahead of the hasher, so a smaller block leaves less of the
 # file (the first block's parse, the last block's hashing) outside that overlap
@@ -121,9 +124,10 @@ class CsvSource:
         self.size = self.path.stat().st_size
         self._bad_lines: list[int] = []
         self._header_lines = skip_rows + (1 if schema.header else 0)
+        self._line_base = 0  # lines before the part pyarrow reads (read by producer.csvplain)
 
     def _on_invalid(self, row: Any) -> str:
-        line = row.number if row.number is not None else -1
+        line = row.number + self._line_base if row.number is not None else -1
         self.rejects.add(line, "wrong_column_count", f"{row.actual_columns} of {row.expected_columns} columns")
         if line > 0:
             bisect.insort(self._bad_lines, line)
@@ -159,10 +163,29 @@ class CsvSource:
             self.close()
 
     def _read(self) -> Iterator[Chunk]:
-        read = pacsv.ReadOptions(use_threads=self.use_threads, block_size=self.block_bytes,
-                                 skip_rows=self.skip_rows,
-                                 column_names=list(self.schema.names) if self.schema.names else None,
-                                 autogenerate_column_names=False)
+        """The plain part of the file by :mod:`producer.csvplain`, the rest (if any) by pyarrow."""
+        from producer import csvplain  # numba: imported here, on the reader's thread (test_startup.py)
+
+        plain = csvplain.open_plain(self.path, self.schema.names, self.schema.header, self.skip_rows,
+                                    self.schema.delimiter, self.columns, self.block_bytes)
+        row = 0
+        if plain is not None:
+            for batch, consumed in plain:
+                yield Chunk(row, batch=batch, bytes_read=consumed)
+                row += batch.num_rows
+            if plain.offset is None:
+                return
+            self._line_base = plain.lines
+        yield from self._read_arrow(row, plain)
+
+    def _read_arrow(self, row: int, plain: PlainCsv | None) -> Iterator[Chunk]:
+        """Rows from where ``plain`` stopped (from the start without it), by pyarrow's reader."""
+        if plain is None:
+            names, skip = list(self.schema.names) if self.schema.names else None, self.skip_rows
+        else:
+            names, skip = plain.names, 0
+        read = pacsv.ReadOptions(use_threads=self.use_threads, block_size=self.block_bytes, skip_rows=skip,
+                                 column_names=names, autogenerate_column_names=False)
         parse = pacsv.ParseOptions(delimiter=self.schema.delimiter, invalid_row_handler=self._on_invalid)
         convert = pacsv.ConvertOptions(include_columns=list(self.columns),
                                        column_types={c: STRING for c in self.columns},
@@ -170,11 +193,12 @@ class CsvSource:
                                        check_utf8=False)  # the hasher checks it per row: producer/utf8.py
         f = pa.OSFile(str(self.path), "rb")
         try:
+            if plain is not None:
+                f.seek(plain.offset)
             try:
                 reader = pacsv.open_csv(f, read_options=read, parse_options=parse, convert_options=convert)
             except (pa.ArrowInvalid, pa.ArrowKeyError) as exc:
                 raise ConfigError(f"cannot read {self.path.name} as CSV with this schema: {exc}") from None
-            row = 0
             while True:
                 try:
                     batch = reader.read_next_batch()

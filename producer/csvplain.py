@@ -1,0 +1,249 @@
+"""A reader for plain CSV files: rows cut into string columns by two numba passes, no Arrow parser.
+
+Why: on the benchmark's first file after a start (85 MB, 21 columns, values of ~4 bytes), pyarrow's
+CSV reader took 0.4-0.9 CPU-s with a third of it in the kernel (fresh allocator pages), as much as
+hashing the rows. One pass that finds the field bounds of every line and one that copies each
+wanted column into an Arrow string array, a word at a time, take ~0.23 s (docs/producer.md).
+
+Plain means: a one-byte delimiter; lines end in LF or CRLF; no quote character anywhere; no empty
+line; every line has the header's number of fields. The first block that breaks any of this is
+handed, with the rest of the file, to pyarrow's reader, which knows every rule of CSV and reports
+bad rows (:class:`producer.sources.CsvSource` does that). The columns are the same either way:
+plain strings (empty is ``""``, never null), bytes as in the file (UTF-8 is checked by the hasher).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numba
+import numpy as np
+import pyarrow as pa
+from llvmlite import ir
+from numba import config, types
+from numba.extending import intrinsic
+
+from producer.valuetable import _load64
+
+_PLAIN, _DELIM, _LF, _CR, _BREAK = 0, 1, 2, 3, 4  # byte classes
+_BOM = b"\xef\xbb\xbf"
+_PAD = 8  # bytes after each buffer the word copies may touch
+
+
+@intrinsic
+def _store64_jit(typingctx, data, at, value):
+    """Store ``value`` as 8 unaligned bytes at ``data[at]`` (the caller keeps ``at + 8`` in range)."""
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = builder.bitcast(builder.gep(arr.data, [args[1]]), ir.IntType(64).as_pointer())
+        builder.store(args[2], ptr, align=1)
+        return context.get_dummy_value()
+    return types.void(data, at, value), codegen
+
+
+def _store64_py(data: np.ndarray, at: int, value: np.uint64) -> None:  # NUMBA_DISABLE_JIT (coverage)
+    data[at:at + 8] = np.frombuffer(int(value).to_bytes(8, "little"), dtype=np.uint8)
+
+
+_store64 = _store64_py if config.DISABLE_JIT else _store64_jit
+
+
+def byte_classes(delimiter: int) -> np.ndarray:
+    classes = np.full(256, _PLAIN, dtype=np.uint8)
+    classes[ord('"')] = _BREAK
+    classes[ord("\r")] = _CR
+    classes[ord("\n")] = _LF
+    classes[delimiter] = _DELIM
+    return classes
+
+
+@numba.njit(cache=True, nogil=True)
+def split_lines(buf: np.ndarray, n: int, classes: np.ndarray, fields: int, want: np.ndarray,
+                starts: np.ndarray, stops: np.ndarray) -> int:
+    """Bounds of the wanted fields (``want[field]`` is the output column, or -1) of the lines in
+    ``buf[:n]``, which ends with LF, into ``starts``/``stops[line, column]``. Returns the number of
+    lines, or -1 if the block is not plain (the caller gives it to pyarrow)."""
+    line, p = 0, 0
+    while p < n:
+        field, start, first = 0, p, p
+        while True:
+            k = classes[buf[p]]
+            if k == _PLAIN:
+                p += 1
+                continue
+            if k == _CR:
+                if buf[p + 1] != 10:
+                    return -1
+                p += 1
+                continue
+            if k == _BREAK:
+                return -1
+            stop = p
+            if k == _LF:
+                if p == first or (p == first + 1 and buf[first] == 13):
+                    return -1  # an empty line: pyarrow skips it
+                if buf[p - 1] == 13:
+                    stop = p - 1
+            if field >= fields:
+                return -1
+            o = want[field]
+            if o >= 0:
+                starts[line, o] = start
+                stops[line, o] = stop
+            field += 1
+            p += 1
+            start = p
+            if k == _LF:
+                break
+        if field != fields:
+            return -1
+        line += 1
+    return line
+
+
+@numba.njit(cache=True, nogil=True)
+def gather(buf: np.ndarray, starts: np.ndarray, stops: np.ndarray, bases: np.ndarray,
+           out: np.ndarray, offsets: np.ndarray) -> None:
+    """Copy column ``o`` of every line to ``out[bases[o]:]`` and its Arrow offsets to
+    ``offsets[o]``, 8 bytes at a time (``buf`` and each column's space end ``_PAD`` bytes early)."""
+    lines, columns = starts.shape
+    at = bases.copy()
+    offsets[:, 0] = 0
+    for r in range(lines):
+        for o in range(columns):
+            a, size = starts[r, o], stops[r, o] - starts[r, o]
+            q = at[o]
+            for k in range(0, size, 8):
+                _store64(out, q + k, _load64(buf, a + k))
+            at[o] = q + size
+            offsets[o, r + 1] = at[o] - bases[o]
+
+
+@dataclass
+class PlainCsv:
+    """The plain part of a CSV file, in Arrow batches of the ``columns`` (all strings).
+
+    After iterating, ``offset`` is where pyarrow must take over (``None``: the file was read to its
+    end) and ``lines`` how many lines came before it, the header included.
+    """
+
+    path: Path
+    names: list[str]  # the file's columns in order
+    columns: tuple[str, ...]
+    delimiter: int
+    offset: int | None  # where the data lines start; afterwards as described above
+    block_bytes: int
+    size: int  # of the file
+    lines: int = 0
+
+    def __iter__(self) -> Iterator[tuple[pa.RecordBatch, int]]:
+        """(batch, bytes of the file consumed so far)."""
+        want = np.full(len(self.names), -1, dtype=np.int64)
+        for o, c in enumerate(self.columns):
+            want[self.names.index(c)] = o
+        classes = byte_classes(self.delimiter)
+        buf = np.empty(2 * self.block_bytes + _PAD, dtype=np.uint8)
+        held, base = 0, int(self.offset or 0)  # bytes kept from the last read; file offset of buf[0]
+        with open(self.path, "rb") as f:
+            f.seek(base)
+            while True:
+                if held + self.block_bytes + _PAD > buf.shape[0]:  # a line longer than a block
+                    buf = np.concatenate([buf[:held], np.empty(self.block_bytes + _PAD, np.uint8)])
+                got = f.readinto(memoryview(buf)[held:held + self.block_bytes])
+                end = held + got
+                if end == 0:
+                    self.offset = None
+                    return
+                if got == 0:  # the last line has no line end
+                    buf[end] = 10
+                    cut = end = end + 1
+                else:
+                    cut = _last_lf(buf, end)
+                    if cut == 0:
+                        held = end
+                        continue
+                batch = self._batch(buf, cut, want, classes)
+                if batch is None:
+                    self.offset = base
+                    return
+                base += cut
+                self.lines += batch.num_rows
+                yield batch, min(base, self.size)
+                held = end - cut
+                buf[:held] = buf[cut:end]
+
+    def _batch(self, buf: np.ndarray, n: int, want: np.ndarray, classes: np.ndarray) -> pa.RecordBatch | None:
+        """The lines of ``buf[:n]`` as a batch, or ``None`` if they are not plain."""
+        if n >= (1 << 31) - _PAD:
+            return None
+        capacity = n // len(self.names) + 1  # a line has a byte per field at least
+        starts = np.empty((capacity, len(self.columns)), dtype=np.int32)
+        stops = np.empty_like(starts)
+        lines = split_lines(buf, n, classes, len(self.names), want, starts, stops)
+        if lines < 0:
+            return None
+        starts, stops = starts[:lines], stops[:lines]
+        sizes = (stops - starts).sum(axis=0, dtype=np.int64)
+        bases = np.zeros(len(self.columns), dtype=np.int64)
+        np.cumsum(sizes[:-1] + _PAD, out=bases[1:])
+        out = np.empty(int(sizes.sum()) + _PAD * len(self.columns), dtype=np.uint8)
+        offsets = np.empty((len(self.columns), lines + 1), dtype=np.int32)
+        gather(buf, starts, stops, bases, out, offsets)
+        data = pa.py_buffer(out)
+        arrays = [pa.StringArray.from_buffers(lines, pa.py_buffer(offsets[o]), data.slice(int(bases[o]), int(sizes[o])))
+                  for o in range(len(self.columns))]
+        return pa.RecordBatch.from_arrays(arrays, names=list(self.columns))
+
+
+def _last_lf(buf: np.ndarray, end: int) -> int:
+    """One past the last LF in ``buf[:end]``, 0 if there is none."""
+    hi = end
+    while hi > 0:
+        lo = max(0, hi - 4096)
+        hits = np.flatnonzero(buf[lo:hi] == 10)
+        if hits.shape[0]:
+            return lo + int(hits[-1]) + 1
+        hi = lo
+    return 0
+
+
+def open_plain(path: Path, names: tuple[str, ...] | None, header: bool, skip_rows: int, delimiter: str,
+               columns: tuple[str, ...], block_bytes: int) -> PlainCsv | None:
+    """A :class:`PlainCsv` of the file, or ``None`` when its start is not plain (pyarrow reads it
+    all): a byte-order mark, skipped rows, a quoted or missing header name, a multi-byte delimiter."""
+    code = delimiter.encode("utf-8")
+    if skip_rows or len(code) != 1 or code in b'"\r\n' or header == (names is not None):
+        return None
+    with open(path, "rb") as f:
+        first = f.readline(1 << 20)
+    if first.startswith(_BOM) or not first:
+        return None
+    offset = 0
+    if header:
+        if not first.endswith(b"\n"):
+            return None
+        raw = first[:-2] if first.endswith(b"\r\n") else first[:-1]
+        if b'"' in raw or b"\r" in raw:
+            return None
+        try:
+            names = tuple(raw.decode("utf-8").split(delimiter))
+        except UnicodeDecodeError:
+            return None
+        offset = len(first)
+    assert names is not None
+    if len(set(names)) != len(names) or any(c not in names for c in columns):
+        return None
+    return PlainCsv(path, list(names), columns, code[0], offset, block_bytes, path.stat().st_size,
+                    lines=1 if header else 0)
+
+
+def warm_up() -> None:
+    """Load both kernels (a long-running producer does it before its first file)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "warm.csv"
+        path.write_bytes(b"a,b\nx,1\n")
+        plain = open_plain(path, None, True, 0, ",", ("a", "b"), 1 << 12)
+        assert plain is not None and sum(batch.num_rows for batch, _ in plain) == 1
