@@ -8,8 +8,9 @@ one runs both as the product runs them, concurrently, as subprocesses on the sam
 broker. The trainer is started first and the clock starts only once its workers hold every
 partition (start-up and group join are not pipeline throughput); the clock stops when a snapshot
 on disk counts all N records, so the figure includes the last snapshot's latency: the trainer
-snapshots once its input has been quiet for ``IDLE_SECONDS`` (``--checkpoint-idle-seconds``), and
-otherwise at its default intervals. Each repetition uses a fresh topic prefix, consumer group and
+snapshots once it has learned up to the producer's end-of-input markers on every partition
+(``docs/wire-format.md``), or once its input has been quiet for ``IDLE_SECONDS``
+(``--checkpoint-idle-seconds``), and otherwise at its default intervals; each run records which. Each repetition uses a fresh topic prefix, consumer group and
 checkpoint directory. The final model is scored on the generator's test split, hashed by the
 producer's own columnar path with the same schema and key.
 
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,7 @@ positive = ["1"]
 negative = ["0"]
 """
 _ASSIGNED = re.compile(r"worker \d+ assigned partitions \[([\d, ]*)\]")
+_CHECKPOINT = re.compile(r"checkpoint version \d+ \((\w+)\)")
 _PRODUCER_RATE = re.compile(r"published ([\d,]+) in ([\d,]+) frames \(([\d,]+) records/s\)")
 MODES = ("cold", "watch")
 
@@ -229,6 +232,8 @@ def one_run(bootstrap: str, csv: Path, schema_path: Path, key_path: Path, key_he
             _stop(producer, 10)
         out["trainer_exit"] = _stop(trainer)
         delete_pipeline_topics(ks)  # waits for the broker; failures are logged, never raised
+    triggers = _CHECKPOINT.findall(tlog.read_text(errors="replace")) if tlog.exists() else []
+    out["final_trigger"] = triggers[-1] if triggers else None
     out["checkpoint_dir"] = str(ckdir)
     return out
 
@@ -273,6 +278,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     aucs = [r["auc"] for r in runs if "auc" in r]
     if aucs:
         out["test_auc"] = _spread(aucs)
+    out["final_triggers"] = dict(Counter(str(r.get("final_trigger")) for r in runs))
     cpus = [r["cpu"] for r in runs if r.get("cpu")]
     if cpus:
         out["cpu_median"] = {k: statistics.median(c[k] for c in cpus) for k in cpus[0]}
@@ -294,15 +300,17 @@ def _notes(mode: str, p: dict[str, Any], n: int, n_rows: int, best_auc: float, r
         f"{p['producer_rate']['median']:,.0f} records/s, until every record was acknowledged"
         + (" and its process had exited" if mode == "cold" else " and the file moved to done/")
         + f") while the trainer learned alongside; the trainer finished {p['trainer_lag_seconds']['median']:.2f} s "
-        "after it (median; 0 when the snapshot held every record first). The producer's own report (hashing and "
+        "after it (median; 0 when the snapshot held every record first; the last snapshot's trigger, by runs: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(p.get("final_triggers", {}).items())) + "). The producer's own report (hashing and "
         f"publishing) says {p['producer_reported_rate']['median']:,.0f} records/s.",
     ]
     if mode == "cold":
         notes.append(
             f"The trainer is started first and the clock begins once its workers hold all {PARTITIONS} partitions "
             f"(median {p['trainer_ready_seconds']['median']:.1f} s of start-up, not counted); the end is seen "
-            f"through the snapshot the trainer takes once its input has been quiet for {IDLE_SECONDS} s "
-            "(--checkpoint-idle-seconds), so that pause, the snapshot's write and the poll are counted as lag.")
+            "through the snapshot the trainer takes once it has learned up to the producer's end-of-input markers "
+            f"on every partition (else once its input has been quiet for {IDLE_SECONDS} s), so the snapshot's "
+            "write and the poll are counted as lag.")
     if "cpu_median" in p:
         c = p["cpu_median"]
         cores = (os.cpu_count() or 2) * c["span_s"]

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "in memory, and lets parsing overlap the start-up)")
     p.add_argument("--compression", choices=["lz4", "zstd", "gzip", "snappy", "none"], default="lz4",
                    help="frame compression (default lz4; 'none' costs less CPU on a local or fast link)")
+    p.add_argument("--no-end-markers", action="store_true",
+                   help="after each input file, do not send the end-of-input marker (an empty frame "
+                        "to every partition that lets trainers checkpoint at once)")
     p.add_argument("--max-records", type=int, help="stop after this many input records")
     p.add_argument("--metrics-port", type=int, default=int(os.environ.get("HASHBRIDGE_PRODUCER_METRICS_PORT", 0)),
                    help="serve Prometheus metrics here (default $HASHBRIDGE_PRODUCER_METRICS_PORT, 0 = off)")
@@ -159,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
         kafka = KafkaSettings.from_env(bootstrap=args.bootstrap, prefix=args.topic_prefix)
         settings = ProducerSettings(kafka=kafka, frame_records=args.frame_records, partitioning=args.partitioning,
                                     strict=args.strict, metrics_port=args.metrics_port,
-                                    compression=args.compression, progress=not args.no_progress)
+                                    compression=args.compression, progress=not args.no_progress,
+                                    end_markers=not args.no_end_markers)
         log.info("producing with spec %s", hasher.spec)
         if not args.no_create_topics:
             ensure_pipeline_topics(kafka, partitions=args.partitions)

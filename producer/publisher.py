@@ -15,6 +15,7 @@ from typing import Any, Callable
 from confluent_kafka import KafkaException, Producer
 
 from shared.errors import KafkaError
+from shared.frames import END_HEADER
 
 from producer.metrics import ProducerMetrics
 
@@ -110,6 +111,18 @@ class FramePublisher:
         self._frames_out.inc()
         self._records_out.inc(n_records)
         self._bytes_out.inc(len(payload))
+
+    def mark_end(self, payload: bytes) -> None:
+        """Send ``payload`` (an empty train frame) with the end-of-input header to every partition,
+        after this producer's frames there (a producer keeps each partition in order). Not counted
+        as frames; a marker that fails only delays a trainer's checkpoint to its idle rule."""
+        def on_delivery(err: Any, _msg: Any) -> None:
+            if err is not None:
+                log.warning("end-of-input marker not delivered to %s: %s", self.topic, err)
+        for p in self.partitions or self._partitions(self.topic):
+            self.producer.produce(self.topic, value=payload, partition=p, headers=[(END_HEADER, b"")],
+                                  on_delivery=on_delivery)
+        self.producer.poll(0)
 
     def flush(self, timeout: float = 60.0) -> int:
         """Wait for every frame's outcome; returns how many are still without one."""

@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
 
+import numpy as np
+
 from shared.errors import RecordError
 from shared.frames import encode_train
 
@@ -23,6 +25,7 @@ from producer.sources import Chunk, Rejects
 
 log = logging.getLogger(__name__)
 
+_NO_LABELS, _NO_OFFSETS, _NO_INDICES = np.zeros(0, np.uint8), np.zeros(1, np.uint32), np.zeros(0, np.uint32)
 MAX_REPORTED_BAD = 1000  # bad rows kept with their line numbers; all are counted
 MAX_LOGGED_BAD = 20
 
@@ -170,6 +173,8 @@ class ProducerService:
                     break
             for line, detail, reason in self._new_rejects():
                 self._note_bad(line, detail, reason)
+            if self.settings.end_markers and not r.stopped and self.publisher.stats.records_sent > base.records_sent:
+                self.publisher.mark_end(encode_train(self.hasher.spec, _NO_LABELS, _NO_OFFSETS, _NO_INDICES))
         finally:
             remaining = self.publisher.flush()
             if remaining:

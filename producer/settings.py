@@ -21,6 +21,9 @@ class ProducerSettings:
     progress: bool = True
     compression: str = "lz4"
     linger_ms: int = 5
+    # after each run (a file), an empty frame with the end-of-input header to every partition: a
+    # trainer that has learned up to them checkpoints at once (shared.frames.END_HEADER)
+    end_markers: bool = True
     overrides: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:

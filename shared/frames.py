@@ -29,6 +29,10 @@ HEADER_SIZE = HEADER.size  # 40
 FLAG_WEIGHTS = 1  # per-record weights (train)
 FLAG_VALUES = 2  # per-index values (signs of signed hashing, or opt-in raw numbers)
 _KNOWN_FLAGS = FLAG_WEIGHTS | FLAG_VALUES
+# Kafka header of an empty train frame a producer sends to every partition once all of its input's
+# frames are acknowledged: a trainer that has learned up to such a marker on every partition it
+# reads checkpoints at once instead of waiting for its input to go quiet (docs/wire-format.md)
+END_HEADER = "hb-end"
 # explicit little-endian dtypes: the layout is little-endian on every host
 _U8, _U32, _U64 = np.dtype("u1"), np.dtype("<u4"), np.dtype("<u8")
 _F32, _F64 = np.dtype("<f4"), np.dtype("<f8")

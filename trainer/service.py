@@ -30,7 +30,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError as ConfluentKafkaError,
 
 from shared.deadletter import send_dead_letter
 from shared.errors import FrameError
-from shared.frames import Kind, decode, require_spec
+from shared.frames import END_HEADER, Kind, decode, require_spec
 from shared.hashspec import Algorithm, SpecId
 from shared.processes import parent_death_signal
 from trainer import kernels as K
@@ -219,6 +219,7 @@ class Worker:
                 continue
             value = m.value() or b""
             nbytes += len(value)
+            end = False
             try:
                 frame = decode(value, expect=Kind.TRAIN)
                 self._check_spec(frame)
@@ -234,11 +235,14 @@ class Worker:
                             K.EMPTY_F32 if frame.weights is None else frame.weights, self.hp, self.stats)
                 kernel_s += time.perf_counter() - k0
                 learned += frame.n_records
+                end = frame.n_records == 0 and _is_end_marker(m)
                 self.counters[S.W_FRAMES] += 1
                 self._observe_latency(0, time.perf_counter() - k0)
                 if self.curve_every and self.stats[K.S_N] >= self._next_curve:
                     self.a.post_curve(self.index)
                     self._next_curve = self._after(self.stats[K.S_N])
+            if end:
+                self.a.ends[m.partition()] = m.offset() + 1
             self.a.offsets[m.partition()] = m.offset() + 1  # the batch boundary of this message
             stored[m.partition()] = m.offset() + 1
         if dead:
@@ -298,6 +302,10 @@ class Worker:
             self.consumer.close()
         finally:
             self.dlq.flush(10.0)
+
+
+def _is_end_marker(m: Any) -> bool:
+    return any(k == END_HEADER for k, _ in m.headers() or ())
 
 
 def warm_up(kernel: Any, hp: np.ndarray) -> None:

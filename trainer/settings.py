@@ -28,6 +28,8 @@ class TrainerSettings:
     # a pause in the stream this long after records were learned triggers a snapshot (and a model
     # for the scorers) at once instead of up to checkpoint_seconds later; 0 turns it off
     checkpoint_idle_seconds: float = 1.0
+    # a snapshot as soon as every partition read has ended on a producer's end-of-input marker
+    checkpoint_at_end: bool = True
     keep_snapshots: int = 3
     publish: bool = True
     until_caught_up: bool = False
@@ -90,7 +92,8 @@ class TrainerSettings:
             group=a.group or env.get("HASHBRIDGE_TRAINER_GROUP", "hb-trainer"),
             checkpoint_dir=Path(a.checkpoint_dir or env.get("HASHBRIDGE_CHECKPOINT_DIR", "checkpoints")),
             checkpoint_records=a.checkpoint_records, checkpoint_seconds=a.checkpoint_seconds,
-            checkpoint_idle_seconds=a.checkpoint_idle_seconds, keep_snapshots=a.keep, publish=not a.no_publish, until_caught_up=a.until_caught_up,
+            checkpoint_idle_seconds=a.checkpoint_idle_seconds, checkpoint_at_end=not a.no_checkpoint_at_end,
+            keep_snapshots=a.keep, publish=not a.no_publish, until_caught_up=a.until_caught_up,
             batch_messages=a.batch_messages, report_seconds=a.report_seconds,
             curve_records=a.curve_records,
             metrics_port=a.metrics_port if a.metrics_port is not None
@@ -124,6 +127,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-idle-seconds", type=float, default=1.0,
                    help="snapshot (and publish) once the stream has paused this long after learning "
                         "records since the last snapshot (default 1; 0: off)")
+    p.add_argument("--no-checkpoint-at-end", action="store_true",
+                   help="do not snapshot when every partition read ends on a producer's end-of-input "
+                        "marker (the idle and interval rules still apply)")
     p.add_argument("--keep", type=int, default=3, help="snapshots kept on disk")
     p.add_argument("--no-publish", action="store_true", help="do not publish models to the models topic")
     p.add_argument("--until-caught-up", action="store_true",

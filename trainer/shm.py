@@ -71,6 +71,7 @@ class ShmHandle:
             ("counters", (self.workers, W_LEN), np.float64),
             ("offsets", (self.partitions,), np.int64),
             ("highwater", (self.partitions,), np.int64),
+            ("ends", (self.partitions,), np.int64),
             ("control", (C_ACK + 2 * self.workers,), np.int64),
             ("curve_head", (self.workers,), np.int64),
             ("curve", (self.workers, self.curve_rows, CURVE_COLS), np.float64),
@@ -99,6 +100,7 @@ class SharedArrays:
     counters: np.ndarray
     offsets: np.ndarray
     highwater: np.ndarray
+    ends: np.ndarray  # per partition: the offset after the last end-of-input marker learned (0: none)
     control: np.ndarray
     curve_head: np.ndarray
     curve: np.ndarray
@@ -117,6 +119,12 @@ class SharedArrays:
     def records(self) -> int:
         """Records learned by the model so far (the exactly-once count)."""
         return int(self.stats[:, 0].sum())
+
+    def at_end_markers(self) -> bool:
+        """True when the last message learned from every partition read so far was a producer's
+        end-of-input marker (``shared.frames.END_HEADER``): all input sent so far is learned."""
+        read = self.offsets >= 0  # -1: a partition without a known position
+        return bool(read.any()) and bool((self.ends[read] == self.offsets[read]).all())
 
     def post_curve(self, worker: int, point: bool = True) -> None:
         """The worker's half of the curve ring: copy its stats row, then publish the row."""

@@ -185,7 +185,7 @@ class Supervisor(ScaleOut):
             time.sleep(0.0005)
 
     def checkpoint(self, live: bool = True, trigger: str = "final") -> Checkpoint | None:
-        """Snapshot, write and publish the model; ``trigger`` (records, interval, idle, final) goes to
+        """Snapshot, write and publish the model; ``trigger`` (records, interval, idle, end, final) goes to
         the log line and the ``hb_trainer_checkpoints{trigger}`` counter."""
         t0 = time.perf_counter()
         if self.sync is not None:  # the accepted cut: no pause needed, never a torn state
@@ -331,6 +331,7 @@ class Supervisor(ScaleOut):
                 trigger = ("records" if n - last_ckpt_n >= s.checkpoint_records
                            else "interval" if now - last_ckpt_t >= s.checkpoint_seconds
                            else "idle" if 0 < s.checkpoint_idle_seconds <= now - last_moved_t and n > last_ckpt_n
+                           else "end" if s.checkpoint_at_end and n > last_ckpt_n and self.arrays.at_end_markers()
                            else None)
                 if released and trigger is not None:
                     if self.checkpoint(trigger=trigger) is not None:

@@ -88,7 +88,41 @@ def test_watch_publishes_each_landed_file_once_and_moves_it(kafka_bootstrap, tmp
     assert "2 files published (6,500 records), 1 failed" in text, text
     frames = [decode(v) for v in _messages(kafka_bootstrap, prefix + "train")]
     assert sum(f.n_records for f in frames) == 6500
-    assert len(frames) == 4 + 3  # each file cut into its own frames of 1000
+    data = [f for f in frames if f.n_records]
+    assert len(data) == 4 + 3  # each file cut into its own frames of 1000
+    assert len(frames) - len(data) == 2 * 4  # and followed by an end marker on each of the 4 partitions
+
+
+def test_end_markers_let_a_trainer_snapshot_each_file_at_once(kafka_bootstrap, tmp_path):
+    """With its record, interval and idle rules out of reach, the trainer still snapshots each file
+    the watching producer publishes: the file's end markers reach every partition after its frames."""
+    from producer.schema import load_schema
+    from trainer.launch import snapshot_records, start_trainer, wait_for
+
+    spool, prefix = _setup(kafka_bootstrap, tmp_path)
+    ck, tlog, plog = tmp_path / "ck", tmp_path / "trainer.log", tmp_path / "producer.log"
+    trainer = start_trainer(["--bootstrap", kafka_bootstrap, "--topic-prefix", prefix, "--group", f"g-{prefix}",
+                             "--workers", "2", "--bits", str(load_schema(tmp_path / "s.toml").bits),
+                             "--checkpoint-dir", str(ck), "--checkpoint-records", str(10**12),
+                             "--checkpoint-seconds", "1e9", "--checkpoint-idle-seconds", "0", "--no-publish"],
+                            log_path=tlog)
+    producer = _watcher(spool, tmp_path, kafka_bootstrap, prefix, plog)
+    try:
+        assert _wait(lambda: "ready: watching" in plog.read_text()), plog.read_text()
+        total = 0
+        for i, rows in enumerate((3000, 1700)):
+            _csv(tmp_path / f"{i}.csv", rows, f"e{i}")
+            os.rename(tmp_path / f"{i}.csv", spool / f"{i}.csv")
+            total += rows
+            wait_for(lambda: snapshot_records(ck) == total, 90, f"file {i} in a snapshot")
+            assert trainer.poll() is None, tlog.read_text()[-3000:]
+    finally:
+        for proc in (producer, trainer):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        assert producer.wait(60) == 0 and trainer.wait(60) == 0, tlog.read_text()[-3000:]
+    text = tlog.read_text()
+    assert "(end): 3000 records" in text and "(end): 4700 records" in text, text[-3000:]
 
 
 def test_sigkill_mid_file_leaves_it_in_the_spool_and_a_restart_publishes_it_whole(kafka_bootstrap, tmp_path):

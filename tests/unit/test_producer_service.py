@@ -45,6 +45,7 @@ class FakePublisher:
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
+        self.markers: list[bytes] = []
         self.stats = Deliveries()
 
     def send(self, payload: bytes, n_records: int, key: bytes | None = None) -> None:
@@ -53,6 +54,9 @@ class FakePublisher:
         self.stats.records_sent += n_records
         self.stats.frames_acked += 1
         self.stats.records_acked += n_records
+
+    def mark_end(self, payload: bytes) -> None:
+        self.markers.append(payload)
 
     def flush(self, timeout: float = 60.0) -> int:
         return 0
@@ -83,11 +87,30 @@ def test_bad_rows_are_counted_with_line_numbers_and_skipped(tmp_path):
     assert report.records_acked == 3
 
 
+def test_a_run_that_sent_records_ends_with_one_empty_end_marker_frame(tmp_path):
+    svc, pub = _service(tmp_path, ROWS)
+    svc.run()
+    assert len(pub.markers) == 1
+    marker = decode(pub.markers[0], Kind.TRAIN)
+    assert marker.n_records == 0 and marker.spec == decode(pub.frames[0]).spec
+    svc, pub = _service(tmp_path, ROWS, end_markers=False)
+    svc.run()
+    assert pub.frames and pub.markers == []
+    svc, pub = _service(tmp_path, [ROWS[1]])  # one bad row: nothing sent, nothing to mark
+    svc.run()
+    assert pub.frames == pub.markers == []
+    svc, pub = _service(tmp_path, ROWS)
+    svc.progress = lambda chunk, report: svc.stop()  # stopped (SIGTERM): its input did not end
+    assert svc.run().stopped
+    assert pub.frames and pub.markers == []
+
+
 def test_strict_stops_at_the_first_bad_row_after_flushing(tmp_path):
     svc, pub = _service(tmp_path, ROWS, strict=True)
     with pytest.raises(RecordError, match="line 2: bad_number"):
         svc.run()
     assert [decode(f).n_records for f in pub.frames] == [1]  # line 1 went out, nothing after line 2
+    assert pub.markers == []  # a run that failed does not say its input ended
 
 
 def test_jsonl_bad_lines_have_line_numbers(tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from shared.errors import ConfigError
-from shared.frames import encode_train
+from shared.frames import END_HEADER, encode_train
 from shared.hashspec import Algorithm, SpecId
 from shared.settings import KafkaSettings, Topics
 from trainer import kernels as K
@@ -86,8 +86,10 @@ def test_read_records_takes_the_count_from_a_snapshot_without_it_in_meta(tmp_pat
 
 
 class FakeMsg:
-    def __init__(self, value, partition, offset, topic="t.train"):
-        self._v, self._p, self._o, self._t = value, partition, offset, topic
+    def __init__(self, value, partition, offset, topic="t.train", headers=None):
+        self._v, self._p, self._o, self._t, self._h = value, partition, offset, topic, headers
+
+    def headers(self): return self._h
 
     def value(self): return self._v
     def key(self): return None
@@ -154,6 +156,30 @@ def test_worker_learns_records_offsets_and_dead_letters():
 
 
 S_REASON = "hb.reason"
+
+
+def test_end_markers_say_when_every_partition_read_has_ended():
+    """A partition is at its end while the last message learned from it is an empty frame with
+    the end header; a data frame after it, or a partition without a marker, is not."""
+    rng = np.random.default_rng(2)
+    settings = TrainerSettings(kafka=KafkaSettings(topics=Topics("t.")), bits=10, workers=1)
+    empty = encode_train(SPEC, np.zeros(0, np.uint8), np.zeros(1, np.uint32), np.zeros(0, np.uint32))
+    end = [(END_HEADER, b"")]
+    batches = [[FakeMsg(frame(SPEC, 40, rng), 0, 0), FakeMsg(empty, 0, 1, headers=end), FakeMsg(frame(SPEC, 10, rng), 1, 0)],
+               [FakeMsg(empty, 1, 1, headers=[("other", b"")]), FakeMsg(frame(SPEC, 10, rng), 1, 2)],
+               [FakeMsg(empty, 1, 3, headers=end)],
+               [FakeMsg(frame(SPEC, 5, rng), 0, 2)]]
+    with S.SharedState(bits=10, workers=1, partitions=4) as a:
+        assert not a.at_end_markers()  # nothing read
+        w = Worker(settings, a, 0, FakeConsumer(batches), FakeProducer())
+        seen = []
+        for batch in batches:
+            w.process(batch)
+            seen.append(a.at_end_markers())
+        assert seen == [False, False, True, False]
+        assert list(a.ends) == [2, 4, 0, 0] and list(a.offsets) == [3, 4, -1, -1]
+        assert a.records() == 65
+        del w
 
 
 def test_worker_pauses_at_batch_boundary_and_acks():
