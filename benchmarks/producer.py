@@ -110,6 +110,9 @@ class _NullPublisher:
         self.stats.records_sent += n_records
         self.stats.records_acked += n_records
 
+    def mark_end(self, payload: bytes) -> None:
+        pass
+
     def flush(self, timeout: float = 60.0) -> int:
         return 0
 

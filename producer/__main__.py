@@ -137,12 +137,14 @@ def run(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         source = None
         if not (args.relay_topic or args.watch):
+            # parse ahead while the hasher's kernels load (~0.7 s of numba on this thread), with
+            # pyarrow: the plain reader needs numba first; with rare-value suppression the file is
+            # read once first, below, so the reader waits (and may be the plain one)
+            early = schema.rare_k <= 1
             source = open_source(args.input or args.jsonl, schema, schema.input_columns, fmt=args.format,
                                  skip_rows=args.skip_rows, use_threads=args.threads,
-                                 readahead_bytes=max(1, args.readahead_mib) << 20)
-            if isinstance(source, CsvSource) and schema.rare_k <= 1:
-                # parse ahead while the hasher's kernels load (~0.7 s of numba on this thread); with
-                # rare-value suppression the file is read once first, below, so the reader waits
+                                 readahead_bytes=max(1, args.readahead_mib) << 20, plain=not early)
+            if isinstance(source, CsvSource) and early:
                 source.start()
                 stack.callback(source.close)
         with quiet_imports():  # as hashbridge.cli imports this module: no collector walks

@@ -115,8 +115,9 @@ class CsvSource:
 
     def __init__(self, path: str | Path, schema: Schema, columns: tuple[str, ...],
                  block_bytes: int = DEFAULT_BLOCK_BYTES, skip_rows: int = 0, use_threads: bool = False,
-                 readahead_blocks: int = DEFAULT_READAHEAD_BLOCKS) -> None:
+                 readahead_blocks: int = DEFAULT_READAHEAD_BLOCKS, plain: bool = True) -> None:
         self.path, self.schema, self.columns = Path(path), schema, columns
+        self.plain = plain  # try producer.csvplain first (False: pyarrow reads it all)
         self.block_bytes, self.skip_rows, self.use_threads = block_bytes, skip_rows, use_threads
         self.readahead_blocks = readahead_blocks
         self._ahead: _ReadAhead | None = None
@@ -145,6 +146,10 @@ class CsvSource:
         """Begin parsing now, on the reader thread, so that the blocks are ready when the caller
         asks (the producer starts it before its kernels load). Iterating starts it if needed."""
         if self._ahead is None:
+            if self.plain:
+                # numba is imported here, on the caller's thread: imported on the reader's thread
+                # while the caller imports it too, numba half-initialised fails (a circular import)
+                from producer import csvplain  # noqa: F401
             self._ahead = _ReadAhead(self._read, self.readahead_blocks)
 
     def close(self) -> None:
@@ -164,10 +169,12 @@ class CsvSource:
 
     def _read(self) -> Iterator[Chunk]:
         """The plain part of the file by :mod:`producer.csvplain`, the rest (if any) by pyarrow."""
-        from producer import csvplain  # numba: imported here, on the reader's thread (test_startup.py)
+        plain = None
+        if self.plain:
+            from producer import csvplain  # imported by start() (numba: not at this module's import)
 
-        plain = csvplain.open_plain(self.path, self.schema.names, self.schema.header, self.skip_rows,
-                                    self.schema.delimiter, self.columns, self.block_bytes)
+            plain = csvplain.open_plain(self.path, self.schema.names, self.schema.header, self.skip_rows,
+                                        self.schema.delimiter, self.columns, self.block_bytes)
         row = 0
         if plain is not None:
             for batch, consumed in plain:
@@ -276,7 +283,8 @@ class JsonLinesSource:
 def open_source(path: str, schema: Schema, columns: tuple[str, ...], fmt: str | None = None,
                 skip_rows: int = 0, block_bytes: int = DEFAULT_BLOCK_BYTES, use_threads: bool = False,
                 chunk_records: int = 4096,
-                readahead_bytes: int = DEFAULT_READAHEAD_BYTES) -> CsvSource | ParquetSource | JsonLinesSource:
+                readahead_bytes: int = DEFAULT_READAHEAD_BYTES,
+                plain: bool = True) -> CsvSource | ParquetSource | JsonLinesSource:
     """A source for ``path`` by format (csv, parquet, jsonl), guessed from the suffix when not given."""
     if fmt is None:
         suffix = Path(path).suffix.lower()
@@ -286,7 +294,7 @@ def open_source(path: str, schema: Schema, columns: tuple[str, ...], fmt: str | 
             fmt = "jsonl"
     if fmt == "csv":
         return CsvSource(path, schema, columns, block_bytes, skip_rows, use_threads,
-                         readahead_blocks=max(1, readahead_bytes // block_bytes))
+                         readahead_blocks=max(1, readahead_bytes // block_bytes), plain=plain)
     if fmt == "parquet":
         return ParquetSource(path, columns)
     if fmt == "jsonl":

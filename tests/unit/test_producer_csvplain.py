@@ -161,3 +161,27 @@ def test_the_adult_files_read_the_same_both_ways(adult_dir, name):
 
 def test_warm_up_reads_a_file(tmp_path):
     csvplain.warm_up()  # asserts its own row count
+
+
+def test_start_imports_the_plain_reader_on_the_callers_thread(tmp_path):
+    """In a fresh interpreter: numba is imported by ``start()`` itself, never first on the reader's
+    thread (a caller importing numba at the same time then saw it half-initialised and crashed);
+    ``plain=False`` (the one-shot CLI, which parses while numba loads) imports nothing."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "a.csv"
+    path.write_text(_lines(10))
+    code = (
+        "import sys, threading\n"
+        "from producer.schema import parse_schema\n"
+        "from producer.sources import CsvSource\n"
+        "schema = parse_schema({'header': True, 'categorical': ['f1'], 'label': {'column': 'label', "
+        "'positive': ['1'], 'negative': ['0']}})\n"
+        f"for plain in (False, True):\n"
+        f"    source = CsvSource({str(path)!r}, schema, ('f1', 'label'), plain=plain)\n"
+        "    source.start()\n"
+        "    print(plain, 'numba' in sys.modules, 'producer.csvplain' in sys.modules)\n"
+        "    assert sum(c.num_rows for c in source) == 10\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split("\n")[:2] == ["False False False", "True True True"], out.stdout + out.stderr
