@@ -60,10 +60,12 @@ def byte_classes(delimiter: int) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def split_lines(buf: np.ndarray, n: int, classes: np.ndarray, fields: int, want: np.ndarray,
-                starts: np.ndarray, stops: np.ndarray) -> int:
+                starts: np.ndarray, stops: np.ndarray, sizes: np.ndarray) -> int:
     """Bounds of the wanted fields (``want[field]`` is the output column, or -1) of the lines in
-    ``buf[:n]``, which ends with LF, into ``starts``/``stops[line, column]``. Returns the number of
-    lines, or -1 if the block is not plain (the caller gives it to pyarrow)."""
+    ``buf[:n]``, which ends with LF, into ``starts``/``stops[line, column]``, and each column's
+    bytes into ``sizes``. Returns the number of lines, or -1 if the block is not plain (the caller
+    gives it to pyarrow)."""
+    sizes[:] = 0
     line, p = 0, 0
     while p < n:
         field, start, first = 0, p, p
@@ -91,6 +93,7 @@ def split_lines(buf: np.ndarray, n: int, classes: np.ndarray, fields: int, want:
             if o >= 0:
                 starts[line, o] = start
                 stops[line, o] = stop
+                sizes[o] += stop - start
             field += 1
             p += 1
             start = p
@@ -144,12 +147,14 @@ class PlainCsv:
             want[self.names.index(c)] = o
         classes = byte_classes(self.delimiter)
         buf = np.empty(2 * self.block_bytes + _PAD, dtype=np.uint8)
+        bounds = self._bounds(buf.shape[0])  # reused: a batch keeps only what gather() writes
         held, base = 0, int(self.offset or 0)  # bytes kept from the last read; file offset of buf[0]
         with open(self.path, "rb") as f:
             f.seek(base)
             while True:
                 if held + self.block_bytes + _PAD > buf.shape[0]:  # a line longer than a block
                     buf = np.concatenate([buf[:held], np.empty(self.block_bytes + _PAD, np.uint8)])
+                    bounds = self._bounds(buf.shape[0])
                 got = f.readinto(memoryview(buf)[held:held + self.block_bytes])
                 end = held + got
                 if end == 0:
@@ -163,7 +168,7 @@ class PlainCsv:
                     if cut == 0:
                         held = end
                         continue
-                batch = self._batch(buf, cut, want, classes)
+                batch = self._batch(buf, cut, want, classes, bounds)
                 if batch is None:
                     self.offset = base
                     return
@@ -173,18 +178,22 @@ class PlainCsv:
                 held = end - cut
                 buf[:held] = buf[cut:end]
 
-    def _batch(self, buf: np.ndarray, n: int, want: np.ndarray, classes: np.ndarray) -> pa.RecordBatch | None:
+    def _bounds(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Starts, stops and column sizes for up to ``size`` bytes of lines (a line has a byte
+        per field at least)."""
+        shape = (size // len(self.names) + 1, len(self.columns))
+        return np.empty(shape, np.int32), np.empty(shape, np.int32), np.empty(len(self.columns), np.int64)
+
+    def _batch(self, buf: np.ndarray, n: int, want: np.ndarray, classes: np.ndarray,
+               bounds: tuple[np.ndarray, np.ndarray, np.ndarray]) -> pa.RecordBatch | None:
         """The lines of ``buf[:n]`` as a batch, or ``None`` if they are not plain."""
         if n >= (1 << 31) - _PAD:
             return None
-        capacity = n // len(self.names) + 1  # a line has a byte per field at least
-        starts = np.empty((capacity, len(self.columns)), dtype=np.int32)
-        stops = np.empty_like(starts)
-        lines = split_lines(buf, n, classes, len(self.names), want, starts, stops)
+        starts, stops, sizes = bounds
+        lines = split_lines(buf, n, classes, len(self.names), want, starts, stops, sizes)
         if lines < 0:
             return None
         starts, stops = starts[:lines], stops[:lines]
-        sizes = (stops - starts).sum(axis=0, dtype=np.int64)
         bases = np.zeros(len(self.columns), dtype=np.int64)
         np.cumsum(sizes[:-1] + _PAD, out=bases[1:])
         out = np.empty(int(sizes.sum()) + _PAD * len(self.columns), dtype=np.uint8)
