@@ -119,9 +119,17 @@ class FramePublisher:
         def on_delivery(err: Any, _msg: Any) -> None:
             if err is not None:
                 log.warning("end-of-input marker not delivered to %s: %s", self.topic, err)
-        for p in self.partitions or self._partitions(self.topic):
-            self.producer.produce(self.topic, value=payload, partition=p, headers=[(END_HEADER, b"")],
-                                  on_delivery=on_delivery)
+        try:
+            for p in self.partitions or self._partitions(self.topic):
+                while True:
+                    try:
+                        self.producer.produce(self.topic, value=payload, partition=p, headers=[(END_HEADER, b"")],
+                                              on_delivery=on_delivery)
+                        break
+                    except BufferError:
+                        self.producer.poll(0.05)
+        except (KafkaError, KafkaException) as exc:  # the records are sent: never fail the run for it
+            log.warning("end-of-input markers not sent to %s: %s", self.topic, exc)
         self.producer.poll(0)
 
     def flush(self, timeout: float = 60.0) -> int:
