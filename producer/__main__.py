@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-create-topics", action="store_true", help="do not create missing pipeline topics")
     p.add_argument("--strict", action="store_true", help="stop at the first bad record")
     p.add_argument("--skip-rows", type=int, default=0, help="lines to skip before the data (or header)")
-    p.add_argument("--threads", action="store_true", help="let pyarrow parse CSV on several threads")
+    p.add_argument("--threads", action="store_true",
+                   help="let pyarrow parse CSV on several threads (files or parts the plain reader does not take)")
     p.add_argument("--readahead-mib", type=int, default=DEFAULT_READAHEAD_BYTES >> 20,
                    help="CSV parsed ahead of the hasher, MiB (default %(default)s; it holds up to ~1.7x that "
                         "in memory, and lets parsing overlap the start-up)")
