@@ -353,11 +353,15 @@ def run(quick: bool = False) -> dict:
         key_path = work / "bench.key"
         key = write_key(key_path)  # a fresh key: nothing learned before can match it
         schema_path = write_schema(work / "bench.schema.toml")
+
+        def run_once(mode: str) -> dict[str, Any]:
+            return one_run(lease.bootstrap, files["train_csv"], schema_path, key_path, key_id(key).hex(), n, work,
+                           mode)
+
         # one unmeasured run first: the broker's JIT compiles the paths of this traffic (large frames
         # from an idempotent producer, fetched by a group) during it, not during a measured run
         try:
-            warm = one_run(lease.bootstrap, files["train_csv"], schema_path, key_path, key_id(key).hex(), n, work,
-                           "watch")
+            warm = run_once("watch")
             figures["warmup_run"] = {k: warm[k] for k in ("rate", "cpu") if k in warm}
         except Exception as exc:  # noqa: BLE001 - the measured runs say whether the pipeline works
             figures["warmup_run"] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -369,8 +373,7 @@ def run(quick: bool = False) -> dict:
                 break
             for mode in MODES if rep % 2 == 0 else MODES[::-1]:  # interleaved, each first in turn
                 try:
-                    r = one_run(lease.bootstrap, files["train_csv"], schema_path, key_path, key_id(key).hex(), n,
-                                work, mode)
+                    r = run_once(mode)
                 except Exception as exc:  # noqa: BLE001 - one failed repetition is reported, the rest run
                     errors.append(f"rep {rep + 1} {mode}: {type(exc).__name__}: {exc}")
                     print(f"  rep {rep + 1}/{reps}: {errors[-1]}", flush=True)

@@ -20,33 +20,12 @@ from typing import Iterator
 import numba
 import numpy as np
 import pyarrow as pa
-from llvmlite import ir
-from numba import config, types
-from numba.extending import intrinsic
 
-from producer.valuetable import _load64
+from shared.unaligned import load64, store64
 
 _PLAIN, _DELIM, _LF, _CR, _BREAK = 0, 1, 2, 3, 4  # byte classes
 _BOM = b"\xef\xbb\xbf"
 _PAD = 8  # bytes after each buffer the word copies may touch
-
-
-@intrinsic
-def _store64_jit(typingctx, data, at, value):
-    """Store ``value`` as 8 unaligned bytes at ``data[at]`` (the caller keeps ``at + 8`` in range)."""
-    def codegen(context, builder, sig, args):
-        arr = context.make_array(sig.args[0])(context, builder, args[0])
-        ptr = builder.bitcast(builder.gep(arr.data, [args[1]]), ir.IntType(64).as_pointer())
-        builder.store(args[2], ptr, align=1)
-        return context.get_dummy_value()
-    return types.void(data, at, value), codegen
-
-
-def _store64_py(data: np.ndarray, at: int, value: np.uint64) -> None:  # NUMBA_DISABLE_JIT (coverage)
-    data[at:at + 8] = np.frombuffer(int(value).to_bytes(8, "little"), dtype=np.uint8)
-
-
-_store64 = _store64_py if config.DISABLE_JIT else _store64_jit
 
 
 def byte_classes(delimiter: int) -> np.ndarray:
@@ -118,7 +97,7 @@ def gather(buf: np.ndarray, starts: np.ndarray, stops: np.ndarray, bases: np.nda
             a, size = starts[r, o], stops[r, o] - starts[r, o]
             q = at[o]
             for k in range(0, size, 8):
-                _store64(out, q + k, _load64(buf, a + k))
+                store64(out, q + k, load64(buf, a + k))
             at[o] = q + size
             offsets[o, r + 1] = at[o] - bases[o]
 

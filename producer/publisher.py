@@ -89,6 +89,15 @@ class FramePublisher:
                 log.error("frame of %d records not delivered to %s: %s", n_records, self.topic, err)
         return on_delivery
 
+    def _produce(self, kwargs: dict[str, Any]) -> None:
+        """Hand one message to the client; waits (serving callbacks) while its queue is full."""
+        while True:
+            try:
+                self.producer.produce(self.topic, **kwargs)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
     def send(self, payload: bytes, n_records: int, key: bytes | None = None) -> None:
         """Hand a frame to the client; waits (serving callbacks) while its queue is full."""
         kwargs: dict[str, Any] = {"value": payload, "on_delivery": self._callback(n_records, len(payload))}
@@ -98,12 +107,7 @@ class FramePublisher:
         if self.partitions and key is None:
             kwargs["partition"] = self.partitions[self._next % len(self.partitions)]
             self._next += 1
-        while True:
-            try:
-                self.producer.produce(self.topic, **kwargs)
-                break
-            except BufferError:
-                self.producer.poll(0.05)
+        self._produce(kwargs)
         self.producer.poll(0)
         self.stats.frames_sent += 1
         self.stats.records_sent += n_records
@@ -121,13 +125,8 @@ class FramePublisher:
                 log.warning("end-of-input marker not delivered to %s: %s", self.topic, err)
         try:
             for p in self.partitions or self._partitions(self.topic):
-                while True:
-                    try:
-                        self.producer.produce(self.topic, value=payload, partition=p, headers=[(END_HEADER, b"")],
-                                              on_delivery=on_delivery)
-                        break
-                    except BufferError:
-                        self.producer.poll(0.05)
+                self._produce({"value": payload, "partition": p, "headers": [(END_HEADER, b"")],
+                               "on_delivery": on_delivery})
         except (KafkaError, KafkaException) as exc:  # the records are sent: never fail the run for it
             log.warning("end-of-input markers not sent to %s: %s", self.topic, exc)
         self.producer.poll(0)

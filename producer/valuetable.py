@@ -21,12 +21,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pyarrow as pa
-from llvmlite import ir
-from numba import config, types
-from numba.extending import intrinsic
 
 from producer.blake2 import KeyedBlake2, digest_one
 from shared.prefetch import prefetch_read
+from shared.unaligned import load64
 
 ABSENT = -1  # entry code of a value that gives no feature (missing, no missing token)
 _M1, _M2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB93FE53B6389)
@@ -42,23 +40,6 @@ MAX_KEPT = (1 << 28) - 2  # a longer value is hashed every time, never kept (its
 # meta: slots used, arena bytes used, values hashed (keyed), rows without a feature (this call)
 _N, _USED, _HASHED, _ABSENT_ROWS = 0, 1, 2, 3
 _CHUNK = 32  # rows hashed and prefetched ahead of their probes
-
-
-@intrinsic
-def _load64_jit(typingctx, data, at):
-    """The 8 bytes at ``data[at]`` as one unaligned native u64 (the caller keeps ``at + 8`` in range)."""
-    def codegen(context, builder, sig, args):
-        arr = context.make_array(sig.args[0])(context, builder, args[0])
-        ptr = builder.bitcast(builder.gep(arr.data, [args[1]]), ir.IntType(64).as_pointer())
-        return builder.load(ptr, align=1)
-    return types.uint64(data, at), codegen
-
-
-def _load64_py(data: np.ndarray, at: int) -> np.uint64:  # NUMBA_DISABLE_JIT (coverage)
-    return np.uint64(int.from_bytes(data[at:at + 8].tobytes(), "little"))
-
-
-_load64 = _load64_py if config.DISABLE_JIT else _load64_jit
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -78,7 +59,7 @@ def _word(data: np.ndarray, p: int, n: int) -> np.uint64:
     q = min(p, data.shape[0] - 8)
     back = _FOUR * np.uint64(p - q)  # shifts of up to 32 twice: a shift by 64 is undefined
     keep = _FOUR * np.uint64(min(n, 8))
-    return ((_load64(data, q) >> back) >> back) & ~((_ONES << keep) << keep)
+    return ((load64(data, q) >> back) >> back) & ~((_ONES << keep) << keep)
 
 
 @numba.njit(cache=True, nogil=True)
