@@ -26,7 +26,7 @@ import time  # noqa: E402
 PARTS: dict[str, tuple[str, float, float]] = {
     "headtohead": ("benchmarks.headtohead", 420, 240),  # drops its last repetition when short of time
     "accuracy": ("benchmarks.accuracy", 240, 180),
-    "pipeline": ("benchmarks.pipeline", 180, 120),  # CSV -> producer -> Kafka -> trainer, 3 repetitions
+    "pipeline": ("benchmarks.pipeline", 300, 150),  # CSV -> producer -> Kafka -> trainer (+ VW), 5 repetitions
     "producer": ("benchmarks.producer", 200, 120),
     "trainer": ("benchmarks.trainer", 300, 150),
     "scorer": ("benchmarks.scorer", 240, 120),  # 15 s latency windows at 1,000/s

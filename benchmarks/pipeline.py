@@ -22,6 +22,10 @@ Two ways of running the producer, interleaved repetition by repetition:
   started before the clock (a fresh process per run, so its value tables start empty) and ready;
   the clock starts when the CSV is renamed into DIR. Vowpal Wabbit's own start-up is a few
   milliseconds of C++, so this is the like-for-like figure for a service against a one-shot tool.
+
+Each repetition also times Vowpal Wabbit's binary-cache passes over the same rows
+(``benchmarks.vwpaired``), rotated with the two runs, and each run is divided by VW's best pass of
+its own repetition: the paired ratio that decides the headline's verdict.
 """
 from __future__ import annotations
 
@@ -30,13 +34,11 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +46,11 @@ import numpy as np
 
 from benchmarks import datagen
 from benchmarks.common import DEADLINE_ENV, StageCpu, write_result
+from benchmarks.pipesummary import MODES, summarise
+from benchmarks.vwpaired import VwPaired
 
 BITS, WORKERS, PARTITIONS = 20, 2, 4
 IDLE_SECONDS = 0.1  # the trainer snapshots this long after its input went quiet: the clock's end
-KEPT_PACE_SECONDS = 0.5  # a lag within the idle pause plus a snapshot's write: the trainer kept pace
 READY_TIMEOUT, RUN_TIMEOUT = 90.0, 150.0
 SCHEMA = """# written by benchmarks/pipeline.py: every generated column is categorical
 header = true
@@ -67,7 +70,6 @@ negative = ["0"]
 _ASSIGNED = re.compile(r"worker \d+ assigned partitions \[([\d, ]*)\]")
 _CHECKPOINT = re.compile(r"checkpoint version \d+ \((\w+)\)")
 _PRODUCER_RATE = re.compile(r"published ([\d,]+) in ([\d,]+) frames \(([\d,]+) records/s\)")
-MODES = ("cold", "watch")
 
 
 def _hashbridge() -> str:
@@ -265,80 +267,13 @@ def final_auc(ckdir: Path, test_csv: Path, schema_path: Path, key: bytes) -> dic
             "snapshot_records": int(ckpt.records)}
 
 
-def _spread(xs: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
-
-
-def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "rate_median": statistics.median(r["rate"] for r in runs), "rate": _spread([r["rate"] for r in runs]),
-        **{k: _spread([r[k] or 0.0 for r in runs]) for k in (
-            "seconds", "producer_seconds", "producer_rate", "trainer_lag_seconds", "trainer_ready_seconds",
-            "producer_reported_rate")}}
-    aucs = [r["auc"] for r in runs if "auc" in r]
-    if aucs:
-        out["test_auc"] = _spread(aucs)
-    out["final_triggers"] = dict(Counter(str(r.get("final_trigger")) for r in runs))
-    cpus = [r["cpu"] for r in runs if r.get("cpu")]
-    if cpus:
-        out["cpu_median"] = {k: statistics.median(c[k] for c in cpus) for k in cpus[0]}
-    return out
-
-
-def _notes(mode: str, p: dict[str, Any], n: int, n_rows: int, best_auc: float, reps: int) -> list[str]:
-    how = ("`hashbridge produce --input` started by the clock (its interpreter start, imports, broker connection "
-           "and kernel loading counted)" if mode == "cold" else
-           "`hashbridge produce --watch` (started and ready before the clock, a fresh process per run; the clock "
-           "starts when the CSV is renamed into its spool directory)")
-    notes = [
-        f"[{mode}] CSV ({n:,} training rows of the {n_rows:,}-row synthetic set, 20 categorical fields) -> {how} "
-        f"(keyed BLAKE2b, frames uncompressed) -> local Kafka ({PARTITIONS} partitions) -> `hashbridge train` "
-        f"({WORKERS} workers, 2^{BITS} weights, AdaGrad): median {p['rate']['median']:,.0f} records/s (min "
-        f"{p['rate']['min']:,.0f}, max {p['rate']['max']:,.0f}) over {reps} repetitions, to a snapshot holding "
-        f"all {n:,} records.",
-        f"[{mode}] Split: the producer took {p['producer_seconds']['median']:.2f} s (median, "
-        f"{p['producer_rate']['median']:,.0f} records/s, until every record was acknowledged"
-        + (" and its process had exited" if mode == "cold" else " and the file moved to done/")
-        + f") while the trainer learned alongside; the trainer finished {p['trainer_lag_seconds']['median']:.2f} s "
-        "after it (median; 0 when the snapshot held every record first; the last snapshot's trigger, by runs: "
-        + ", ".join(f"{k} {v}" for k, v in sorted(p.get("final_triggers", {}).items())) + "). The producer's own report (hashing and "
-        f"publishing) says {p['producer_reported_rate']['median']:,.0f} records/s.",
-    ]
-    if mode == "cold":
-        notes.append(
-            f"The trainer is started first and the clock begins once its workers hold all {PARTITIONS} partitions "
-            f"(median {p['trainer_ready_seconds']['median']:.1f} s of start-up, not counted); the end is seen "
-            "through the snapshot the trainer takes once it has learned up to the producer's end-of-input markers "
-            f"on every partition (else once its input has been quiet for {IDLE_SECONDS} s), so the snapshot's "
-            "write and the poll are counted as lag.")
-    if "cpu_median" in p:
-        c = p["cpu_median"]
-        cores = (os.cpu_count() or 2) * c["span_s"]
-        notes.append(
-            f"[{mode}] CPU while the clock ran (medians over runs): the producer process {c['producer_cpu_s']:.2f} "
-            f"CPU-s, the trainer's processes {c['trainer_cpu_s']:.2f}, the broker {c['broker_cpu_s']:.2f}, of the "
-            f"{cores:.2f} core-seconds the {c['span_s']:.2f} s gave ({c['producer_cpu_s'] / cores:.0%} / "
-            f"{c['trainer_cpu_s'] / cores:.0%} / {c['broker_cpu_s'] / cores:.0%}); the host was idle "
-            f"{c['host_idle_share']:.0%} of the time: "
-            + ("CPU-bound" if c["host_idle_share"] < 0.1 else "not CPU-bound: stages waited on each other"))
-    lag, prod = p["trainer_lag_seconds"]["median"], p["producer_seconds"]["median"]
-    notes.append(f"[{mode}] bottleneck: " + (
-        f"the producer - the trainer kept pace, its snapshot within {KEPT_PACE_SECONDS} s of the producer's end"
-        if lag <= KEPT_PACE_SECONDS else f"the trainer - it needed {lag:.2f} s after the producer's {prod:.2f} s"))
-    if "test_auc" in p:
-        notes.append(f"[{mode}] test AUC of the final model: {p['test_auc']['median']:.4f} (generator's best "
-                     f"possible {best_auc:.4f}); the test split was hashed by the producer's columnar path with "
-                     "the same schema and key and scored with scorer.scoring.predict_numpy.")
-    return notes
-
-
 def run(quick: bool = False) -> dict:
     from hashbridge.localkafka import resolve_bootstrap
     from producer.keys import write_key
     from shared.hashspec import key_id
 
     n_rows = 100_000 if quick else 1_000_000
-    reps = 2 if quick else 3
+    reps = 2 if quick else 5
     files = datagen.synthetic_files(n_rows, 0)  # generated and cached before any clock
     meta = __import__("json").loads(files["meta"].read_text())
     n = int(meta["n_train"])
@@ -347,6 +282,7 @@ def run(quick: bool = False) -> dict:
                                "snapshot_idle_seconds": IDLE_SECONDS, "best_auc": meta["best_auc"]}
     runs: list[dict[str, Any]] = []
     errors: list[str] = []
+    vw = VwPaired(n_rows, BITS)  # its binary cache built before any clock
     with tempfile.TemporaryDirectory(prefix="hb-bench-pipeline-") as tmp, resolve_bootstrap() as lease:
         work = Path(tmp)
         figures["broker"] = lease.source
@@ -366,37 +302,41 @@ def run(quick: bool = False) -> dict:
         except Exception as exc:  # noqa: BLE001 - the measured runs say whether the pipeline works
             figures["warmup_run"] = {"error": f"{type(exc).__name__}: {exc}"}
         deadline, t_reps = float(os.environ.get(DEADLINE_ENV, "inf")), time.time()
+        slots = (*MODES, "vw")
         for rep in range(reps):
             per_rep = (time.time() - t_reps) / max(rep, 1)
             if rep and time.time() + 1.3 * per_rep + 15 > deadline:  # the harness would kill us: stop
                 errors.append(f"rep {rep + 1}: skipped, short of the harness's time limit")
                 break
-            for mode in MODES if rep % 2 == 0 else MODES[::-1]:  # interleaved, each first in turn
+            mine: list[dict[str, Any]] = []
+            vw_best = None
+            for slot in slots[rep % 3:] + slots[:rep % 3]:  # rotated: each runs first, between, last
+                if slot == "vw":
+                    try:
+                        vw_best = vw.measure()["best"]
+                        print(f"  rep {rep + 1}/{reps} vw: " + ", ".join(f"{k} {v:,.0f}" for k, v in vw.reps[-1].items())
+                              + " rec/s", flush=True)
+                    except Exception as exc:  # noqa: BLE001 - this rep's ratios go unpaired, said so
+                        errors.append(f"rep {rep + 1} vw: {type(exc).__name__}: {exc}")
+                    continue
                 try:
-                    r = run_once(mode)
+                    r = run_once(slot)
                 except Exception as exc:  # noqa: BLE001 - one failed repetition is reported, the rest run
-                    errors.append(f"rep {rep + 1} {mode}: {type(exc).__name__}: {exc}")
+                    errors.append(f"rep {rep + 1} {slot}: {type(exc).__name__}: {exc}")
                     print(f"  rep {rep + 1}/{reps}: {errors[-1]}", flush=True)
                     continue
                 try:
                     r.update(final_auc(Path(r["checkpoint_dir"]), files["test_csv"], schema_path, key))
                 except Exception as exc:  # noqa: BLE001
                     r["auc_error"] = f"{type(exc).__name__}: {exc}"
-                runs.append(r)
-                print(f"  rep {rep + 1}/{reps} {mode}: {r['rate']:,.0f} rec/s end to end ({r['seconds']:.2f} s; "
+                mine.append(r)
+                print(f"  rep {rep + 1}/{reps} {slot}: {r['rate']:,.0f} rec/s end to end ({r['seconds']:.2f} s; "
                       f"producer {r['producer_seconds']:.2f} s, trainer lag {r['trainer_lag_seconds']:.2f} s; "
                       f"AUC {r.get('auc', float('nan')):.4f})", flush=True)
-    notes: list[str] = []
-    headline: dict[str, float] = {}
-    for mode in MODES:
-        mine = [r for r in runs if r["mode"] == mode]
-        if mine:
-            key_ = "pipeline" if mode == "cold" else f"pipeline_{mode}"
-            figures[key_] = _summary(mine)
-            headline[f"{key_}_rec_s"] = figures[key_]["rate_median"]
-            notes += _notes(mode, figures[key_], n, n_rows, meta["best_auc"], len(mine))
-    if headline:
-        figures["headline"] = headline
+            for r in mine:
+                r["vw_best_same_rep"] = vw_best
+            runs += mine
+    notes = summarise(figures, runs, vw.reps, n, n_rows, meta["best_auc"])
     figures["runs"] = runs
     if errors:
         figures["errors"] = errors
