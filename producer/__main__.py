@@ -15,6 +15,7 @@ import uuid
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
+from shared.allocator import reuse_large_buffers
 from shared.errors import ConfigError, HashbridgeError
 from shared.hashspec import Algorithm
 from shared.logs import setup_logging
@@ -234,6 +235,7 @@ def _watch(args: argparse.Namespace, schema: Schema, key: bytes | None, hasher: 
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = build_parser().parse_args(argv)
+    reuse_large_buffers()  # batch buffers reused, not re-faulted (shared/allocator.py)
     try:
         return run(args)
     except ConfigError as exc:

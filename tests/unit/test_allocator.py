@@ -38,3 +38,13 @@ def test_reused_buffers_do_not_fault_again() -> None:
     pages = 5 * (48 << 20) // 4096
     assert _faults("default") > pages // 2  # each fresh mmap faults its pages in again
     assert _faults("set") < pages // 50  # the freed buffer is reused from the heap
+
+
+def test_the_produce_command_sets_the_allocator_before_it_runs(monkeypatch) -> None:
+    import producer.__main__ as cli
+
+    calls: list[str] = []
+    monkeypatch.setattr(cli, "reuse_large_buffers", lambda: calls.append("allocator") or True)
+    monkeypatch.setattr(cli, "run", lambda args: calls.append("run") or 0)
+    assert cli.main(["--schema", "s.toml", "--input", "x.csv"]) == 0
+    assert calls == ["allocator", "run"]  # batch buffers are reused from the first batch on
