@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -185,3 +186,18 @@ def test_start_imports_the_plain_reader_on_the_callers_thread(tmp_path):
         "    assert sum(c.num_rows for c in source) == 10\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.split("\n")[:2] == ["False False False", "True True True"], out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 200])
+def test_the_branch_free_scan_lists_every_non_plain_byte_as_numpy_does(n):
+    from producer.csvplain import _specials, byte_classes
+
+    rng = np.random.default_rng(n)
+    buf = rng.choice(np.frombuffer(b'ab,\n\r"x;1', np.uint8), n + 8)  # 8 bytes past n: never listed
+    classes = byte_classes(ord(","))
+    special = (classes != 0).astype(np.uint8)
+    pos = np.full(n + 8, -7, dtype=np.int32)
+    count = _specials(buf, n, special, pos)
+    expect = np.flatnonzero(special[buf[:n]] == 1)
+    assert count == expect.shape[0]
+    assert (pos[:count] == expect).all()
