@@ -25,7 +25,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "producer_reported_rate")}}
     ratios = paired_ratios(runs)
     if ratios:
-        out["ratio_to_vw_same_rep"] = {**_spread(ratios), "pairs": len(ratios)}
+        out["ratio_to_vw_same_rep"] = {**_spread(ratios), "pairs": len(ratios), "ahead": sum(r > 1 for r in ratios)}
     aucs = [r["auc"] for r in runs if "auc" in r]
     if aucs:
         out["test_auc"] = _spread(aucs)
@@ -96,7 +96,9 @@ def summarise(figures: dict[str, Any], runs: list[dict[str, Any]], vw_reps: list
             figures[key_] = _summary(mine)
             headline[f"{key_}_rec_s"] = figures[key_]["rate_median"]
             if "ratio_to_vw_same_rep" in figures[key_]:
-                headline[f"{key_}_vw_paired_ratio"] = figures[key_]["ratio_to_vw_same_rep"]["median"]
+                q = figures[key_]["ratio_to_vw_same_rep"]
+                headline[f"{key_}_vw_paired_ratio"] = q["median"]
+                headline[f"{key_}_vw_paired_ahead_share"] = q["ahead"] / q["pairs"]
             notes += _notes(mode, figures, figures[key_], n, n_rows, best_auc, len(mine))
     if vw_reps:
         figures["vw_same_reps"] = {"jobs": list(VW_JOBS), "per_rep": vw_reps,
@@ -112,7 +114,7 @@ def summarise(figures: dict[str, Any], runs: list[dict[str, Any]], vw_reps: list
             if "ratio_to_vw_same_rep" in p:
                 q = p["ratio_to_vw_same_rep"]
                 notes.append(f"[{mode}] paired ratio to VW's best: median {q['median']:.2f}x (min {q['min']:.2f}x, "
-                             f"max {q['max']:.2f}x over {q['pairs']} repetitions): "
+                             f"max {q['max']:.2f}x over {q['pairs']} repetitions, ahead in {q['ahead']} of them): "
                              + ("ahead" if q["median"] > 1 else "**behind**"))
     if headline:
         figures["headline"] = headline

@@ -89,13 +89,19 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return out + [""]
 
 
-def _paired(results: dict, part: str, name: str) -> tuple[float | None, float | None]:
+def _paired(results: dict, part: str, name: str) -> tuple[float | None, float | None, str]:
     """The median ratio to VW's best pass of the same repetitions (``NAME`` minus ``_rec_s`` plus
-    ``_vw_paired_ratio`` in the part's headline) and that VW median, when the part measured them."""
+    ``_vw_paired_ratio`` in the part's headline), that VW median, and in how many repetitions the
+    run was ahead (e.g. ``"1 of 5"``, empty if not recorded), when the part measured them."""
     fig = results.get(part, {}).get("figures", {})
-    paired = fig.get("headline", {}).get(name.removesuffix("_rec_s") + "_vw_paired_ratio")
+    base = name.removesuffix("_rec_s")
+    paired = fig.get("headline", {}).get(base + "_vw_paired_ratio")
     vw = fig.get("vw_same_reps", {}).get("best", {}).get("median")
-    return (float(paired), float(vw)) if isinstance(paired, (int, float)) and vw else (None, None)
+    if not (isinstance(paired, (int, float)) and vw):
+        return None, None, ""
+    q = fig.get(base, {}).get("ratio_to_vw_same_rep", {})  # the part's figures of that mode
+    ahead = f"{q['ahead']} of {q['pairs']}" if "ahead" in q and "pairs" in q else ""
+    return float(paired), float(vw), ahead
 
 
 # --- sections -----------------------------------------------------------------------------------
@@ -118,10 +124,12 @@ def _headline(results: dict) -> list[str]:
         ahead_of_vw = goal == VW_BEST
         if ahead_of_vw:
             goal = vw_rate or 0.0
-        paired, vw_paired = _paired(results, part, name) if ahead_of_vw else (None, None)
+        paired, vw_paired, ahead = _paired(results, part, name) if ahead_of_vw else (None, None, "")
         if paired is not None and vw_paired:
             # VW measured in the same repetitions: the verdict is the paired ratio's (issue 6)
-            ratio_s = f"{paired:.2f}x paired" + (f" ({ratio:.2f}x vs head-to-head)" if ratio else "")
+            extra = [f"ahead in {ahead} repetitions"] if ahead else []
+            extra += [f"{ratio:.2f}x vs head-to-head"] if ratio else []
+            ratio_s = f"{paired:.2f}x paired" + (f" ({'; '.join(extra)})" if extra else "")
             goal_s = f"> VW best of the same repetitions ({_goal(vw_paired)} {unit} median)"
             verdict = "met" if paired > 1 else f"**NOT REACHED** (paired ratio {paired:.2f}x < 1)"
             rows.append([label, f"{_fmt(value)} {unit}" if value is not None else "–", ratio_s, goal_s, verdict,

@@ -12,6 +12,7 @@ def _results(watch_rate: float, h2h_vw: float, paired: float | None, vw_same: fl
     if paired is not None:
         pipe["headline"]["pipeline_watch_vw_paired_ratio"] = paired
         pipe["vw_same_reps"] = {"best": {"median": vw_same, "min": vw_same, "max": vw_same}}
+        pipe["pipeline_watch"] = {"ratio_to_vw_same_rep": {"median": paired, "pairs": 5, "ahead": int(paired > 1) * 3}}
     return {"headtohead": {"figures": {"bits": 20, "vw_best": {"name": "vw-cache-sgd", "rate": h2h_vw}}},
             "pipeline": {"figures": pipe}}
 
@@ -24,14 +25,14 @@ def _watch_row(results: dict) -> str:
 
 def test_a_paired_ratio_below_one_is_not_reached_even_above_the_head_to_head_figure():
     row = _watch_row(_results(900_000, 800_000, 0.85, 1_050_000))
-    assert "0.85x paired (1.12x vs head-to-head)" in row
+    assert "0.85x paired (ahead in 0 of 5 repetitions; 1.12x vs head-to-head)" in row
     assert "**NOT REACHED** (paired ratio 0.85x < 1)" in row
     assert "same repetitions (1,050,000 rec/s median)" in row
 
 
 def test_a_paired_ratio_above_one_is_met():
     row = _watch_row(_results(900_000, 1_000_000, 1.08, 830_000))
-    assert "1.08x paired (0.90x vs head-to-head)" in row
+    assert "1.08x paired (ahead in 3 of 5 repetitions; 0.90x vs head-to-head)" in row
     assert "| met |" in row
 
 
@@ -54,9 +55,11 @@ def test_summarise_divides_each_run_by_the_vw_of_its_own_repetition():
     vw_reps = [{"vw-cache-sgd": 1000.0, "best": 1000.0}, {"vw-cache-sgd": 600.0, "best": 600.0}]
     notes = pipesummary.summarise(figures, runs, vw_reps, 900, 1000, 0.8)
     q = figures["pipeline_watch"]["ratio_to_vw_same_rep"]
-    assert (q["median"], q["min"], q["max"], q["pairs"]) == (1.15, 0.8, 1.5, 2)
+    assert (q["median"], q["min"], q["max"], q["pairs"], q["ahead"]) == (1.15, 0.8, 1.5, 2, 1)
     assert figures["headline"]["pipeline_watch_vw_paired_ratio"] == 1.15
     assert figures["headline"]["pipeline_vw_paired_ratio"] == 0.4
+    assert figures["headline"]["pipeline_watch_vw_paired_ahead_share"] == 0.5
     assert figures["vw_same_reps"]["best"]["median"] == 800.0
-    assert any("[watch] paired ratio to VW's best: median 1.15x" in n and "ahead" in n for n in notes)
+    assert any("[watch] paired ratio to VW's best: median 1.15x" in n and "ahead in 1 of them): ahead" in n
+               for n in notes)
     assert any("[cold] paired ratio" in n and "**behind**" in n for n in notes)
