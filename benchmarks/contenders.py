@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from benchmarks import datagen
-from benchmarks.common import BENCH_DIR, cpu_seconds, peak_rss_mib
+from benchmarks.common import BENCH_DIR, CACHE_DIR, cpu_seconds, peak_rss_mib
 from shared.startup import BLAS_THREAD_VARS
 
 BENCH_KEY = b"hashbridge-benchmark-key-not-secret"  # fixed so runs repeat; benchmarks only
@@ -300,6 +300,11 @@ def measure(cfg: dict) -> list[dict]:
     for row in clock.rows:
         row["peak_rss_mib"] = peak
     return clock.rows
+
+
+def vw_cache_path(n_rows: int, bits: int) -> Path:
+    """Where VW's binary cache of the synthetic set of ``n_rows`` rows at ``bits`` bits is kept."""
+    return CACHE_DIR / f"vw-n{n_rows}-b{bits}.cache"
 
 
 def build_vw_cache(cfg: dict, cache: Path) -> None:

@@ -13,8 +13,8 @@ import statistics
 import time
 
 from benchmarks import datagen
-from benchmarks.common import CACHE_DIR, DEADLINE_ENV, write_result
-from benchmarks.contenders import HASHED_LR, JOBS, build_vw_cache, run_child
+from benchmarks.common import DEADLINE_ENV, write_result
+from benchmarks.contenders import HASHED_LR, JOBS, build_vw_cache, run_child, vw_cache_path
 
 REFERENCE = "vw"
 DESCRIPTIONS = {
@@ -88,7 +88,7 @@ def run(quick: bool = False) -> dict:
            "river_rows": 20_000 if quick else 100_000, "river_test_rows": 5_000 if quick else 20_000}
     files = datagen.synthetic_files(n_rows, 0)  # generate and cache before any clock starts
     datagen.synthetic_cached(n_rows, 0)
-    cache = CACHE_DIR / f"vw-n{n_rows}-b{bits}.cache"
+    cache = vw_cache_path(n_rows, bits)
     cfg["vw_cache"] = str(cache)
     build_vw_cache(cfg, cache)
     jobs = list(JOBS)

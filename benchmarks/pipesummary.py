@@ -13,6 +13,11 @@ MODES = ("cold", "watch")
 KEPT_PACE_SECONDS = 0.5  # a lag within the idle pause plus a snapshot's write: the trainer kept pace
 
 
+def figure_key(mode: str) -> str:
+    """Where a mode's summary goes in the part's figures (``pipeline`` for the one-shot runs)."""
+    return "pipeline" if mode == "cold" else f"pipeline_{mode}"
+
+
 def _spread(xs: list[float]) -> dict[str, float]:
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
 
@@ -92,7 +97,7 @@ def summarise(figures: dict[str, Any], runs: list[dict[str, Any]], vw_reps: list
     for mode in MODES:
         mine = [r for r in runs if r["mode"] == mode]
         if mine:
-            key_ = "pipeline" if mode == "cold" else f"pipeline_{mode}"
+            key_ = figure_key(mode)
             figures[key_] = _summary(mine)
             headline[f"{key_}_rec_s"] = figures[key_]["rate_median"]
             if "ratio_to_vw_same_rep" in figures[key_]:
@@ -101,16 +106,16 @@ def summarise(figures: dict[str, Any], runs: list[dict[str, Any]], vw_reps: list
                 headline[f"{key_}_vw_paired_ahead_share"] = q["ahead"] / q["pairs"]
             notes += _notes(mode, figures, figures[key_], n, n_rows, best_auc, len(mine))
     if vw_reps:
-        figures["vw_same_reps"] = {"jobs": list(VW_JOBS), "per_rep": vw_reps,
-                                   "best": _spread([v["best"] for v in vw_reps])}
+        best = _spread([v["best"] for v in vw_reps])
+        figures["vw_same_reps"] = {"jobs": list(VW_JOBS), "per_rep": vw_reps, "best": best}
         notes.append(
             f"Vowpal Wabbit in the same repetitions ({', '.join(VW_JOBS)}: its binary cache, built untimed; each "
             f"a fresh child process, rotated with the two pipeline runs): best pass per repetition median "
-            f"{figures['vw_same_reps']['best']['median']:,.0f} records/s (min {figures['vw_same_reps']['best']['min']:,.0f}, "
-            f"max {figures['vw_same_reps']['best']['max']:,.0f}). Ratios below divide each pipeline run by VW's best "
-            "of its own repetition (paired), so the host's minute-to-minute speed cancels out.")
+            f"{best['median']:,.0f} records/s (min {best['min']:,.0f}, max {best['max']:,.0f}). Ratios below divide "
+            "each pipeline run by VW's best of its own repetition (paired), so the host's minute-to-minute speed "
+            "cancels out.")
         for mode in MODES:
-            p = figures.get("pipeline" if mode == "cold" else f"pipeline_{mode}", {})
+            p = figures.get(figure_key(mode), {})
             if "ratio_to_vw_same_rep" in p:
                 q = p["ratio_to_vw_same_rep"]
                 notes.append(f"[{mode}] paired ratio to VW's best: median {q['median']:.2f}x (min {q['min']:.2f}x, "

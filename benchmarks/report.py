@@ -132,20 +132,18 @@ def _headline(results: dict) -> list[str]:
             ratio_s = f"{paired:.2f}x paired" + (f" ({'; '.join(extra)})" if extra else "")
             goal_s = f"> VW best of the same repetitions ({_goal(vw_paired)} {unit} median)"
             verdict = "met" if paired > 1 else f"**NOT REACHED** (paired ratio {paired:.2f}x < 1)"
-            rows.append([label, f"{_fmt(value)} {unit}" if value is not None else "–", ratio_s, goal_s, verdict,
-                         source])
-            continue
-        if not goal:
-            verdict = "**NOT MEASURED** (no VW figure)" if ahead_of_vw else "no goal"
-        elif value is None:
-            verdict = "**NOT MEASURED**"
-        elif (value >= goal) if higher else (value < goal):
-            verdict = "met"
         else:
-            verdict = f"**NOT REACHED** ({_fmt(value)} {'<' if higher else '>='} {_goal(goal)})"
-        goal_s = "–" if not goal else f"{'>=' if higher else '<'} {_goal(goal)} {unit}"
-        if ahead_of_vw and goal:
-            goal_s = f"> VW best ({_goal(goal)} {unit})"
+            if not goal:
+                verdict = "**NOT MEASURED** (no VW figure)" if ahead_of_vw else "no goal"
+            elif value is None:
+                verdict = "**NOT MEASURED**"
+            elif (value >= goal) if higher else (value < goal):
+                verdict = "met"
+            else:
+                verdict = f"**NOT REACHED** ({_fmt(value)} {'<' if higher else '>='} {_goal(goal)})"
+            goal_s = "–" if not goal else f"{'>=' if higher else '<'} {_goal(goal)} {unit}"
+            if ahead_of_vw and goal:
+                goal_s = f"> VW best ({_goal(goal)} {unit})"
         rows.append([label, f"{_fmt(value)} {unit}" if value is not None else "–", ratio_s, goal_s, verdict, source])
     prod, _ = metric(results, "producer_columnar_rec_s")
     train2, _ = metric(results, "trainer_kafka_2_workers_rec_s")

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.common import CACHE_DIR
-from benchmarks.contenders import build_vw_cache, run_child
+from benchmarks.contenders import build_vw_cache, run_child, vw_cache_path
 
 JOBS = ("vw-cache-sgd", "vw-cache")  # the cache passes: VW's best figure in every head-to-head run
 
@@ -20,7 +19,7 @@ class VwPaired:
     """One VW measurement per call, over the synthetic set of ``n_rows`` rows at ``bits`` bits."""
 
     def __init__(self, n_rows: int, bits: int) -> None:
-        cache = CACHE_DIR / f"vw-n{n_rows}-b{bits}.cache"
+        cache = vw_cache_path(n_rows, bits)
         self.cfg: dict[str, Any] = {"n_rows": n_rows, "seed": 0, "bits": bits, "evaluate": False,
                                     "vw_cache": str(cache)}
         build_vw_cache(self.cfg, cache)  # rewritten each run: never a cache of older data
