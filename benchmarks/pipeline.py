@@ -5,8 +5,10 @@
 
 The parts' own figures (producer columnar, trainer via Kafka) each leave the other stage out; this
 one runs both as the product runs them, concurrently, as subprocesses on the same 2 cores with the
-broker. The trainer is started first and the clock starts only once its workers hold every
-partition (start-up and group join are not pipeline throughput); the clock stops when a snapshot
+broker. The trainer is started first and the clock starts only once its consumer group is stable,
+every worker holding partitions (start-up and group join are not pipeline throughput; before
+session 11 the clock started when the first worker held them all, so one worker learned everything
+while the rebalance that brings in the second was still pending); the clock stops when a snapshot
 on disk counts all N records, so the figure includes the last snapshot's latency: the trainer
 snapshots once it has learned up to the producer's end-of-input markers on every partition
 (``docs/wire-format.md``), or once its input has been quiet for ``IDLE_SECONDS``
@@ -67,7 +69,7 @@ column = "label"
 positive = ["1"]
 negative = ["0"]
 """
-_ASSIGNED = re.compile(r"worker \d+ assigned partitions \[([\d, ]*)\]")
+_ASSIGNMENT = re.compile(r"worker (\d+) (assigned|revoked) partitions \[([\d, ]*)\]")
 _CHECKPOINT = re.compile(r"checkpoint version \d+ \((\w+)\)")
 _PRODUCER_RATE = re.compile(r"published ([\d,]+) in ([\d,]+) frames \(([\d,]+) records/s\)")
 
@@ -83,14 +85,33 @@ def write_schema(path: Path) -> Path:
     return path
 
 
-def _assigned(log: Path) -> set[int]:
-    """Partitions the trainer's workers were assigned, read from its log (revocations ignored:
-    a fresh group with all workers released together assigns once)."""
+def _holding(log: Path) -> dict[int, set[int]]:
+    """The partitions each trainer worker holds now, from its log's assigned and revoked lines."""
     try:
         text = log.read_text(errors="replace")
     except OSError:
-        return set()
-    return {int(p) for m in _ASSIGNED.finditer(text) for p in m.group(1).replace(",", " ").split()}
+        return {}
+    held: dict[int, set[int]] = {}
+    for m in _ASSIGNMENT.finditer(text):
+        parts = {int(p) for p in m.group(3).replace(",", " ").split()}
+        mine = held.setdefault(int(m.group(1)), set())
+        if m.group(2) == "assigned":
+            mine |= parts
+        else:
+            mine -= parts
+    return held
+
+
+def _group_ready(log: Path, workers: int) -> bool:
+    """Every worker holds partitions and together they hold all of them: the group is stable.
+
+    The first worker to join is assigned every partition at once (the local broker's
+    ``group.initial.rebalance.delay.ms`` is 0), and the others join at the next rebalance, which
+    waits for its heartbeat (~1.7 s): a clock started before then would time one worker, with a
+    rebalance pending."""
+    held = _holding(log)
+    busy = [p for p in held.values() if p]
+    return len(busy) == workers and set().union(*busy) == set(range(PARTITIONS))
 
 
 def _stop(proc: subprocess.Popen, timeout: float = 30.0) -> int | None:
@@ -169,7 +190,7 @@ def one_run(bootstrap: str, csv: Path, schema_path: Path, key_path: Path, key_he
                 producer = _watching_producer(args, spool, plog_fh, plog)
                 hidden = _stage(csv, spool)
             t_start = time.perf_counter()
-            while _assigned(tlog) != set(range(PARTITIONS)):
+            while not _group_ready(tlog, WORKERS):
                 if trainer.poll() is not None:
                     raise RuntimeError(f"trainer exited {trainer.returncode} before it was ready: {_tail(tlog)}")
                 if time.perf_counter() - t_start > READY_TIMEOUT:
