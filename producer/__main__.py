@@ -15,7 +15,7 @@ import uuid
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
-from shared.allocator import reuse_large_buffers
+from shared.allocator import pretouch, reuse_large_buffers
 from shared.errors import ConfigError, HashbridgeError
 from shared.hashspec import Algorithm
 from shared.logs import setup_logging
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 # their ~0.4 s of imports then overlap the first blocks' parsing on the reader thread
 
 log = logging.getLogger("producer")
+# a watching producer's working heap on the benchmark's first file grew by ~165 MiB; touched at
+# start and kept (shared/allocator.py), its CPU per file fell by ~0.15 s (docs/producer.md)
+WATCH_PRETOUCH_MIB = 240
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readahead-mib", type=int, default=DEFAULT_READAHEAD_BYTES >> 20,
                    help="CSV parsed ahead of the hasher, MiB (default %(default)s; it holds up to ~1.7x that "
                         "in memory, and lets parsing overlap the start-up)")
+    p.add_argument("--pretouch-mib", type=int,
+                   help=f"watch mode: heap faulted in at start and kept for the batches, MiB (default "
+                        f"{WATCH_PRETOUCH_MIB}; 0 = off), so the first file does not pay page faults")
     p.add_argument("--compression", choices=["lz4", "zstd", "gzip", "snappy", "none"], default="lz4",
                    help="frame compression (default lz4; 'none' costs less CPU on a local or fast link)")
     p.add_argument("--no-end-markers", action="store_true",
@@ -210,6 +216,7 @@ def _watch(args: argparse.Namespace, schema: Schema, key: bytes | None, hasher: 
     from producer.spool import SpoolService, warm_up
 
     warm_up(schema, lambda: make_hasher(schema, key))
+    pretouch((WATCH_PRETOUCH_MIB if args.pretouch_mib is None else args.pretouch_mib) << 20)
 
     def publish_file(path: Path) -> RunReport:
         if hasher.rare.enabled:
@@ -235,7 +242,7 @@ def _watch(args: argparse.Namespace, schema: Schema, key: bytes | None, hasher: 
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = build_parser().parse_args(argv)
-    reuse_large_buffers()  # batch buffers reused, not re-faulted (shared/allocator.py)
+    reuse_large_buffers(one_arena=True)  # batch buffers reused, not re-faulted (shared/allocator.py)
     try:
         return run(args)
     except ConfigError as exc:

@@ -23,18 +23,51 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # <malloc.h>
 MMAP_THRESHOLD = 256 << 20  # above any fetch response (fetch.max.bytes = 64 MiB)
 TRIM_THRESHOLD = 512 << 20  # free heap top kept, not returned, up to this much
+MAX_PRETOUCH = MMAP_THRESHOLD - (1 << 20)  # larger would be a fresh mmap, unmapped again when freed
 
 
-def reuse_large_buffers() -> bool:
-    """Serve allocations below 256 MiB from the heap and keep freed memory for reuse; returns
-    False where the C library has no ``mallopt`` or refuses."""
+def _libc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def reuse_large_buffers(one_arena: bool = False) -> bool:
+    """Serve allocations below 256 MiB from the heap and keep freed memory for reuse; returns
+    False where the C library has no ``mallopt`` or refuses.
+
+    ``one_arena``: every thread allocates from the main heap (call it before other threads start).
+    glibc gives each thread its own arena, whose heaps are capped at 64 MiB, so a thread's large
+    buffers fell back to fresh mappings; and memory touched ahead (:func:`pretouch`) is in the
+    main heap only. The producer's threads allocate a few hundred buffers a second, so the shared
+    arena's lock costs nothing measurable."""
+    libc = _libc()
+    if libc is None:
         return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    ok = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return ok and (not one_arena or bool(libc.mallopt(M_ARENA_MAX, 1)))
+
+
+def pretouch(nbytes: int) -> bool:
+    """Fault ``nbytes`` of heap in now and free them again; with :func:`reuse_large_buffers` set,
+    glibc keeps them, so the first batches reuse touched pages instead of faulting fresh ones
+    (the JVM's ``-XX:+AlwaysPreTouch``, for a service that waits for its input). Returns False
+    where the C library is not glibc-like."""
+    libc = _libc()
+    if libc is None or nbytes <= 0:
+        return False
+    nbytes = min(nbytes, MAX_PRETOUCH)
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    ptr = libc.malloc(nbytes)
+    if not ptr:
+        return False
+    ctypes.memset(ptr, 0, nbytes)
+    libc.free(ptr)
+    return True
