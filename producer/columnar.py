@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from shared.errors import RecordError
 
 from producer import utf8
+from producer.labelcodes import LabelCodes
 from producer.rare import RARE_TOKEN, RareSuppressor
 from producer.rules import KERNEL_MIN_VALUES, WHITESPACE, ColumnRule, DigestCache, LabelRule, Outcome
 from producer.schema import CROSS_VALUE_JOIN, Schema
@@ -95,6 +96,7 @@ class ColumnarPath:
     _tables: dict[str, ValueTable]
     _executor: ThreadPoolExecutor | None
     _missing_array: pa.Array
+    _label_codes: LabelCodes
 
     def _entries(self, name: str, arr: pa.Array) -> tuple[np.ndarray, list[Outcome]]:
         """Dictionary codes of a column (nulls -> the last entry) and one outcome per entry."""
@@ -245,8 +247,11 @@ class ColumnarPath:
             col = self.schema.label.column  # type: ignore[union-attr]
             if col not in names:
                 raise RecordError(f"input has no label column {col}", "missing_column")
-            codes, entries = self._entries(col, batch.column(names.index(col)))
-            lab = np.array([self.label_rule.label(e) for e in entries], dtype=np.int8)[codes]
+            column = batch.column(names.index(col))
+            lab = self._label_codes.labels(column)
+            if lab is None:
+                codes, entries = self._entries(col, column)
+                lab = np.array([self.label_rule.label(e) for e in entries], dtype=np.int8)[codes]
             lbad = lab < 0
             if lbad.any():
                 reasons.append((lbad, col, "bad_label"))

@@ -18,6 +18,7 @@ from shared.errors import ConfigError, RecordError
 from shared.hashspec import FeatureHasher
 
 from producer.columnar import ColumnarPath, EncodedBatch
+from producer.labelcodes import LabelCodes
 from producer.rare import RareSuppressor
 from producer.rules import CACHE_LIMIT, WHITESPACE, ColumnRule, DigestCache, LabelRule, Outcome, as_text
 from producer.schema import CROSS_FIELD_JOIN, CROSS_VALUE_JOIN, Schema
@@ -62,6 +63,7 @@ class Hasher(ColumnarPath):
         self._pending_by_field: list[dict[str, int]] = [{} for _ in self.rules]  # input string -> placeholder
         self._pending_texts: list[list[str]] = [[] for _ in self.rules]  # their value strings, same order
         self._label_cache: dict[str, int] = {}
+        self._label_codes = LabelCodes(self.label_rule) if self.label_rule is not None else None
         self._entry_cache: dict[str, dict[str, int]] = {}
         self._max_dictionary: dict[str, int] = {}
         self._tables: dict[str, Any] = {}  # field -> producer.valuetable.ValueTable (columnar path)
