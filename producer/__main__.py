@@ -151,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
             early = schema.rare_k <= 1
             source = open_source(args.input or args.jsonl, schema, schema.input_columns, fmt=args.format,
                                  skip_rows=args.skip_rows, use_threads=args.threads,
-                                 readahead_bytes=max(1, args.readahead_mib) << 20, plain=not early)
+                                 readahead_bytes=max(1, args.readahead_mib) << 20, plain=not early,
+                                 raw_batches=True)
             if isinstance(source, CsvSource) and early:
                 source.start()
                 stack.callback(source.close)
@@ -222,7 +223,8 @@ def _watch(args: argparse.Namespace, schema: Schema, key: bytes | None, hasher: 
         if hasher.rare.enabled:
             prime_rare(hasher, str(path), fmt=args.format, skip_rows=args.skip_rows)
         source = open_source(str(path), schema, schema.input_columns, fmt=args.format, skip_rows=args.skip_rows,
-                             use_threads=args.threads, readahead_bytes=max(1, args.readahead_mib) << 20)
+                             use_threads=args.threads, readahead_bytes=max(1, args.readahead_mib) << 20,
+                             raw_batches=True)  # the hasher probes uniform blocks where they lie
         service = ProducerService(settings, hasher, source, publisher, metrics)
         spool.on_stop = service.stop
         try:

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from shared.errors import RecordError
 
 from producer import utf8
+from producer.csvplain import RawBatch
 from producer.labelcodes import LabelCodes
 from producer.rare import RARE_TOKEN, RareSuppressor
 from producer.rules import KERNEL_MIN_VALUES, WHITESPACE, ColumnRule, DigestCache, LabelRule, Outcome
@@ -55,7 +56,7 @@ class EncodedBatch:
         return self.offsets[start:stop + 1] - np.uint32(a), self.indices[a:b], vals
 
 
-def _lookup_all(probes: list[tuple[ValueTable, pa.Array, int]], idx: np.ndarray, present: np.ndarray) -> None:
+def _lookup_all(probes: list[tuple[ValueTable, pa.Array | tuple, int]], idx: np.ndarray, present: np.ndarray) -> None:
     for table, column, j in probes:
         table.lookup(column, idx[:, j], present[:, j])
 
@@ -172,6 +173,17 @@ class ColumnarPath:
         rule = self.rules[name]
         if rule.numeric or arr.null_count or not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
             return None
+        return self._value_table(name)
+
+    def _raw_ok(self, raw: RawBatch) -> bool:
+        """A raw CSV block can be hashed where it lies: every column goes to a value table (no
+        numbers, values, crosses or rare suppression; a keyed key) and every byte is ASCII."""
+        return (not self.needs_values and not self.cross_fields and not self.rare.enabled
+                and not any(rule.numeric for rule in self.rules.values()) and self.cache.kernel() is not None
+                and raw.ascii())
+
+    def _value_table(self, name: str) -> ValueTable | None:
+        rule = self.rules[name]
         table = self._tables.get(name)
         if table is None:
             kernel = self.cache.kernel()
@@ -183,7 +195,7 @@ class ColumnarPath:
             table = self._tables[name] = ValueTable(kernel, name, self.schema.bits, self.cache.limit, missing)
         return table
 
-    def _probe_tables(self, probes: list[tuple[ValueTable, pa.Array, int]], idx: np.ndarray,
+    def _probe_tables(self, probes: list[tuple[ValueTable, pa.Array | tuple, int]], idx: np.ndarray,
                       present: np.ndarray) -> None:
         """Probe each column in its table, the columns dealt over two threads (largest tables first,
         alternately): each table is touched by one thread only, and the kernel releases the GIL."""
@@ -229,9 +241,17 @@ class ColumnarPath:
             return codes, outcomes
         return np.where(keep, codes, len(outcomes)), outcomes + [Outcome(RARE_TOKEN)]
 
-    def batch(self, batch: pa.RecordBatch, with_label: bool = True) -> EncodedBatch:
-        """Encode a column batch; rows with a bad number or label are left out and listed."""
-        batch, not_utf8 = _blank_invalid_utf8(batch)
+    def batch(self, batch: pa.RecordBatch | RawBatch, with_label: bool = True) -> EncodedBatch:
+        """Encode a column batch; rows with a bad number or label are left out and listed. A raw
+        CSV block is probed where it lies when it can be (:meth:`_raw_ok`), else made Arrow."""
+        raw = batch if isinstance(batch, RawBatch) else None
+        if raw is not None and not self._raw_ok(raw):
+            batch, raw = raw.to_arrow(), None
+        if raw is None:
+            batch, not_utf8 = _blank_invalid_utf8(batch)
+            names = batch.schema.names
+        else:
+            not_utf8, names = [], list(raw.columns)
         n = batch.num_rows
         k = len(self.rules) + len(self.cross_fields)
         idx = np.empty((n, k), dtype=np.uint32)
@@ -242,12 +262,11 @@ class ColumnarPath:
         for rows, _ in not_utf8:
             bad |= rows
         labels = None
-        names = batch.schema.names
         if with_label and self.label_rule is not None:
             col = self.schema.label.column  # type: ignore[union-attr]
             if col not in names:
                 raise RecordError(f"input has no label column {col}", "missing_column")
-            column = batch.column(names.index(col))
+            column = raw.column(col) if raw is not None else batch.column(names.index(col))
             lab = self._label_codes.labels(column)
             if lab is None:
                 codes, entries = self._entries(col, column)
@@ -259,10 +278,13 @@ class ColumnarPath:
             labels = lab.astype(np.uint8)
         kept_texts: dict[str, tuple[np.ndarray, list[Outcome]]] = {}
         crossed = {f for pair in self.schema.crosses for f in pair}
-        probes: list[tuple[ValueTable, pa.Array, int]] = []
+        probes: list[tuple[ValueTable, pa.Array | tuple, int]] = []
         for j, name in enumerate(self.rules):
             if name not in names:
                 raise RecordError(f"input has no column {name}", "missing_column")
+            if raw is not None:  # _raw_ok: every column has a value table
+                probes.append((self._value_table(name), raw.raw(name), j))  # type: ignore[arg-type]
+                continue
             column = batch.column(names.index(name))
             if not self.needs_values and name not in crossed and not self.rare.enabled:
                 table = self._table(name, column)

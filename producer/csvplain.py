@@ -3,7 +3,11 @@
 Why: on the benchmark's first file after a start (85 MB, 21 columns, values of ~4 bytes), pyarrow's
 CSV reader took 0.4-0.9 CPU-s with a third of it in the kernel (fresh allocator pages), as much as
 hashing the rows. One pass that finds the field bounds of every line and one that copies each
-wanted column into an Arrow string array, a word at a time, take ~0.23 s (docs/producer.md).
+wanted column into an Arrow string array, a word at a time, took ~0.23 s (docs/producer.md).
+Since session 11 a uniform block (LF line ends, no quote, every line complete: the common case)
+is not copied at all: the list of its delimiters and line ends is already every field's bounds,
+and the hasher probes its value tables straight from the block (:class:`RawBatch`, ~0.05 s for
+the file). Other readers of a source get Arrow columns, copied from the block when asked for.
 
 Plain means: a one-byte delimiter; lines end in LF or CRLF; no quote character anywhere; no empty
 line; every line has the header's number of fields. The first block that breaks any of this is
@@ -57,18 +61,35 @@ def _specials(buf: np.ndarray, n: int, special: np.ndarray, pos: np.ndarray) -> 
 
 
 @numba.njit(cache=True, nogil=True)
-def split_lines(buf: np.ndarray, n: int, classes: np.ndarray, fields: int, want: np.ndarray,
-                starts: np.ndarray, stops: np.ndarray, sizes: np.ndarray, pos: np.ndarray) -> int:
-    """Bounds of the wanted fields (``want[field]`` is the output column, or -1) of the lines in
-    ``buf[:n]``, which ends with LF, into ``starts``/``stops[line, column]``, and each column's
-    bytes into ``sizes``. Returns the number of lines, or -1 if the block is not plain (the caller
-    gives it to pyarrow). ``pos`` (``n`` entries) is scratch: the block's delimiters, line ends and
-    other non-plain bytes are listed first (:func:`_specials`), then walked line by line."""
-    sizes[:] = 0
-    special = np.empty(256, dtype=np.uint8)
-    for b in range(256):
-        special[b] = classes[b] != _PLAIN
-    count = _specials(buf, n, special, pos)
+def split_uniform(buf: np.ndarray, count: int, delimiter: int, fields: int, ends: np.ndarray) -> int:
+    """The lines of a block (which ends with LF) when it is uniform: no CR or quote anywhere,
+    every line ``fields`` fields (at least 2) and not empty. ``ends[1:count + 1]`` lists the
+    block's non-plain bytes (:func:`_specials`); in a uniform block they are exactly every field's
+    end (its delimiter or line end), so with ``ends[0] = -1`` field ``j`` of line ``i`` is
+    ``buf[ends[i * fields + j] + 1:ends[i * fields + j + 1]]``: found with no walk and no copy
+    (:class:`RawBatch`). Returns -1 otherwise (:func:`split_lines` decides)."""
+    ends[0] = -1
+    if fields < 2 or count % fields:
+        return -1
+    lines = count // fields
+    for i in range(lines):
+        base = 1 + i * fields
+        for j in range(fields - 1):
+            if buf[ends[base + j]] != delimiter:
+                return -1
+        if buf[ends[base + fields - 1]] != 10:
+            return -1
+    return lines
+
+
+@numba.njit(cache=True, nogil=True)
+def split_lines(buf: np.ndarray, classes: np.ndarray, fields: int, want: np.ndarray,
+                starts: np.ndarray, stops: np.ndarray, pos: np.ndarray, count: int) -> int:
+    """Bounds of the wanted fields (``want[field]`` is the output column, or -1) of the lines of a
+    block that ends with LF, into ``starts``/``stops[line, column]``. Returns the number of lines,
+    or -1 if the block is not plain (the caller gives it to pyarrow). ``pos[:count]`` lists the
+    block's delimiters, line ends and other non-plain bytes (:func:`_specials`), walked here line
+    by line."""
     line, i, first = 0, 0, 0
     while i < count:
         field, start = 0, first
@@ -94,7 +115,6 @@ def split_lines(buf: np.ndarray, n: int, classes: np.ndarray, fields: int, want:
             if o >= 0:
                 starts[line, o] = start
                 stops[line, o] = stop
-                sizes[o] += stop - start
             field += 1
             start = p + 1
             if k == _LF:
@@ -124,6 +144,69 @@ def gather(buf: np.ndarray, starts: np.ndarray, stops: np.ndarray, bases: np.nda
             offsets[o, r + 1] = at[o] - bases[o]
 
 
+def arrow_batch(buf: np.ndarray, starts: np.ndarray, stops: np.ndarray, columns: tuple[str, ...]) -> pa.RecordBatch:
+    """The fields ``buf[starts[line, o]:stops[line, o]]`` as string column ``o`` of a batch (copied)."""
+    lines = starts.shape[0]
+    sizes = (stops - starts).sum(axis=0, dtype=np.int64)
+    bases = np.zeros(len(columns), dtype=np.int64)
+    np.cumsum(sizes[:-1] + _PAD, out=bases[1:])
+    out = np.empty(int(sizes.sum()) + _PAD * len(columns), dtype=np.uint8)
+    offsets = np.empty((len(columns), lines + 1), dtype=np.int32)
+    gather(buf, starts, stops, bases, out, offsets)
+    data = pa.py_buffer(out)
+    arrays = [pa.StringArray.from_buffers(lines, pa.py_buffer(offsets[o]), data.slice(int(bases[o]), int(sizes[o])))
+              for o in range(len(columns))]
+    return pa.RecordBatch.from_arrays(arrays, names=list(columns))
+
+
+@dataclass(eq=False)
+class RawBatch:
+    """The lines of a uniform block as they are in the file (:func:`split_uniform`): the block's
+    bytes and the end of every field, no column copied.
+
+    Why: copying each column out into Arrow strings (and walking the lines to find them) was most
+    of the reader thread's ~0.3 CPU-s per benchmark file, while the hasher's value tables only
+    need each value's bytes where they are (:meth:`raw`). Other readers of a batch get Arrow
+    columns (:meth:`column`, :meth:`to_arrow`), copied when asked for."""
+
+    buf: np.ndarray  # the block; at least _PAD bytes follow the last line
+    ends: np.ndarray  # int32: -1, then every field's end, line after line
+    names: list[str]  # the file's columns, in order
+    columns: tuple[str, ...]  # the ones read (to_arrow's)
+    num_rows: int
+
+    def raw(self, name: str) -> tuple[np.ndarray, np.ndarray, int, int, int, int]:
+        """Column ``name`` for the value-table kernel: (bytes, ends, stride, column, 1, rows); the
+        field of row ``r`` is ``bytes[ends[r * stride + column] + 1:ends[r * stride + column + 1]]``."""
+        return self.buf, self.ends, len(self.names), self.names.index(name), 1, self.num_rows
+
+    def _bounds(self, js: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        fields = len(self.names)
+        ends = self.ends[:self.num_rows * fields + 1]
+        starts = ends[:-1].reshape(self.num_rows, fields)[:, js] + 1
+        return np.ascontiguousarray(starts), np.ascontiguousarray(ends[1:].reshape(self.num_rows, fields)[:, js])
+
+    def column(self, name: str) -> pa.Array:
+        """One column as Arrow strings (a copy)."""
+        return arrow_batch(self.buf, *self._bounds([self.names.index(name)]), (name,)).column(0)
+
+    def to_arrow(self) -> pa.RecordBatch:
+        """The read columns as an Arrow batch of strings, as the reader made before (a copy)."""
+        return arrow_batch(self.buf, *self._bounds([self.names.index(c) for c in self.columns]), self.columns)
+
+    def ascii(self) -> bool:
+        """True if no byte of the lines has its high bit set (then every value is UTF-8)."""
+        from producer.utf8 import all_ascii
+
+        return all_ascii(self.buf[:int(self.ends[self.num_rows * len(self.names)]) + 1])
+
+    def slice(self, offset: int, length: int) -> RawBatch:
+        """The first ``length`` rows (the only slice the producer takes: ``--max-records``)."""
+        if offset:
+            raise ValueError("a RawBatch is only cut at its end")
+        return RawBatch(self.buf, self.ends, self.names, self.columns, min(length, self.num_rows))
+
+
 @dataclass
 class PlainCsv:
     """The plain part of a CSV file, in Arrow batches of the ``columns`` (all strings).
@@ -141,20 +224,24 @@ class PlainCsv:
     size: int  # of the file
     lines: int = 0
 
-    def __iter__(self) -> Iterator[tuple[pa.RecordBatch, int]]:
-        """(batch, bytes of the file consumed so far)."""
+    def __iter__(self) -> Iterator[tuple[pa.RecordBatch | RawBatch, int]]:
+        """(batch, bytes of the file consumed so far): a :class:`RawBatch` for a uniform block,
+        else Arrow strings. Each block gets a fresh buffer, since a raw batch keeps it."""
         want = np.full(len(self.names), -1, dtype=np.int64)
         for o, c in enumerate(self.columns):
             want[self.names.index(c)] = o
         classes = byte_classes(self.delimiter)
-        buf = np.empty(2 * self.block_bytes + _PAD, dtype=np.uint8)
-        bounds = self._bounds(buf.shape[0])  # reused: a batch keeps only what gather() writes
-        held, base = 0, int(self.offset or 0)  # bytes kept from the last read; file offset of buf[0]
+        special = (classes != _PLAIN).astype(np.uint8)
+        bounds = self._bounds(2 * self.block_bytes + _PAD)  # scratch, reused (batches keep copies)
+        tail = np.empty(0, dtype=np.uint8)  # the start of a line the last block cut off
+        base = int(self.offset or 0)  # file offset of the next block's first byte
         with open(self.path, "rb") as f:
             f.seek(base)
             while True:
-                if held + self.block_bytes + _PAD > buf.shape[0]:  # a line longer than a block
-                    buf = np.concatenate([buf[:held], np.empty(self.block_bytes + _PAD, np.uint8)])
+                held = tail.shape[0]
+                buf = np.empty(held + self.block_bytes + _PAD, dtype=np.uint8)  # a raw batch keeps it
+                buf[:held] = tail
+                if buf.shape[0] >= bounds[2].shape[0]:  # a line longer than a block
                     bounds = self._bounds(buf.shape[0])
                 got = f.readinto(memoryview(buf)[held:held + self.block_bytes])
                 end = held + got
@@ -167,44 +254,38 @@ class PlainCsv:
                 else:
                     cut = _last_lf(buf, end)
                     if cut == 0:
-                        held = end
+                        tail = buf[:end]
                         continue
-                batch = self._batch(buf, cut, want, classes, bounds)
+                batch = self._batch(buf, cut, want, classes, special, bounds)
                 if batch is None:
                     self.offset = base
                     return
                 base += cut
                 self.lines += batch.num_rows
                 yield batch, min(base, self.size)
-                held = end - cut
-                buf[:held] = buf[cut:end]
+                tail = buf[cut:end]
 
-    def _bounds(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Starts, stops and column sizes for up to ``size`` bytes of lines (a line has a byte
-        per field at least), and the split's scratch of positions."""
+    def _bounds(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Starts and stops for up to ``size`` bytes of lines (a line has a byte per field at
+        least), and the split's scratch of positions (one more: ``ends[0]``)."""
         shape = (size // len(self.names) + 1, len(self.columns))
-        return (np.empty(shape, np.int32), np.empty(shape, np.int32), np.empty(len(self.columns), np.int64),
-                np.empty(size, np.int32))
+        return np.empty(shape, np.int32), np.empty(shape, np.int32), np.empty(size + 1, np.int32)
 
-    def _batch(self, buf: np.ndarray, n: int, want: np.ndarray, classes: np.ndarray,
-               bounds: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> pa.RecordBatch | None:
+    def _batch(self, buf: np.ndarray, n: int, want: np.ndarray, classes: np.ndarray, special: np.ndarray,
+               bounds: tuple[np.ndarray, np.ndarray, np.ndarray]) -> pa.RecordBatch | RawBatch | None:
         """The lines of ``buf[:n]`` as a batch, or ``None`` if they are not plain."""
         if n >= (1 << 31) - _PAD:
             return None
-        starts, stops, sizes, pos = bounds
-        lines = split_lines(buf, n, classes, len(self.names), want, starts, stops, sizes, pos)
+        starts, stops, pos = bounds
+        fields = len(self.names)
+        count = _specials(buf, n, special, pos[1:])  # every byte's position is stored on the way
+        lines = split_uniform(buf, count, self.delimiter, fields, pos)
+        if lines >= 0:
+            return RawBatch(buf, pos[:lines * fields + 1].copy(), self.names, self.columns, lines)
+        lines = split_lines(buf, classes, fields, want, starts, stops, pos[1:], count)
         if lines < 0:
             return None
-        starts, stops = starts[:lines], stops[:lines]
-        bases = np.zeros(len(self.columns), dtype=np.int64)
-        np.cumsum(sizes[:-1] + _PAD, out=bases[1:])
-        out = np.empty(int(sizes.sum()) + _PAD * len(self.columns), dtype=np.uint8)
-        offsets = np.empty((len(self.columns), lines + 1), dtype=np.int32)
-        gather(buf, starts, stops, bases, out, offsets)
-        data = pa.py_buffer(out)
-        arrays = [pa.StringArray.from_buffers(lines, pa.py_buffer(offsets[o]), data.slice(int(bases[o]), int(sizes[o])))
-                  for o in range(len(self.columns))]
-        return pa.RecordBatch.from_arrays(arrays, names=list(self.columns))
+        return arrow_batch(buf, starts[:lines], stops[:lines], self.columns)
 
 
 def _last_lf(buf: np.ndarray, end: int) -> int:

@@ -27,7 +27,7 @@ from shared.errors import ConfigError, RecordError
 from producer.schema import Schema
 
 if TYPE_CHECKING:
-    from producer.csvplain import PlainCsv
+    from producer.csvplain import PlainCsv, RawBatch
 
 # 4 MiB blocks: the reader thread runs ahead of the hasher, so a smaller block leaves less of the
 # file (the first block's parse, the last block's hashing) outside that overlap
@@ -36,7 +36,7 @@ DEFAULT_BLOCK_BYTES = 4 << 20
 # faster stage), but a run starts with ~1 s of imports and numba loading its cached kernels on the
 # main thread, during which the reader runs alone: 128 MiB lets it parse the benchmark's whole
 # 85 MB file meanwhile (1.10x less wall than 8 blocks; held as Arrow columns it takes ~1.7x its CSV size,
-# docs/producer.md). ``hashbridge produce --readahead-mib`` sets it.
+# as raw blocks and their field ends ~1.9x; docs/producer.md). ``hashbridge produce --readahead-mib`` sets it.
 DEFAULT_READAHEAD_BYTES = 128 << 20
 DEFAULT_READAHEAD_BLOCKS = DEFAULT_READAHEAD_BYTES // DEFAULT_BLOCK_BYTES
 # columns are read as plain strings, which the hasher probes in its value tables straight from the
@@ -49,7 +49,7 @@ class Chunk:
     """A batch of input rows: a column batch or a list of records, plus its position."""
 
     first_row: int  # global ordinal of the first accepted row (0-based)
-    batch: pa.RecordBatch | None = None
+    batch: pa.RecordBatch | RawBatch | None = None  # RawBatch: a CsvSource with raw_batches
     records: list[dict[str, Any]] | None = None
     record_lines: list[int] | None = None  # line number per record (record sources)
     bytes_read: int = 0  # of the input, for progress
@@ -115,9 +115,13 @@ class CsvSource:
 
     def __init__(self, path: str | Path, schema: Schema, columns: tuple[str, ...],
                  block_bytes: int = DEFAULT_BLOCK_BYTES, skip_rows: int = 0, use_threads: bool = False,
-                 readahead_blocks: int = DEFAULT_READAHEAD_BLOCKS, plain: bool = True) -> None:
+                 readahead_blocks: int = DEFAULT_READAHEAD_BLOCKS, plain: bool = True,
+                 raw_batches: bool = False) -> None:
         self.path, self.schema, self.columns = Path(path), schema, columns
         self.plain = plain  # try producer.csvplain first (False: pyarrow reads it all)
+        # hand uniform blocks on as producer.csvplain.RawBatch (the hasher probes them where they
+        # lie); False: every batch is Arrow, as other readers of a source expect
+        self.raw_batches = raw_batches
         self.block_bytes, self.skip_rows, self.use_threads = block_bytes, skip_rows, use_threads
         self.readahead_blocks = readahead_blocks
         self._ahead: _ReadAhead | None = None
@@ -178,6 +182,8 @@ class CsvSource:
         row = 0
         if plain is not None:
             for batch, consumed in plain:
+                if not self.raw_batches and isinstance(batch, csvplain.RawBatch):
+                    batch = batch.to_arrow()
                 yield Chunk(row, batch=batch, bytes_read=consumed)
                 row += batch.num_rows
             if plain.offset is None:
@@ -284,7 +290,7 @@ def open_source(path: str, schema: Schema, columns: tuple[str, ...], fmt: str | 
                 skip_rows: int = 0, block_bytes: int = DEFAULT_BLOCK_BYTES, use_threads: bool = False,
                 chunk_records: int = 4096,
                 readahead_bytes: int = DEFAULT_READAHEAD_BYTES,
-                plain: bool = True) -> CsvSource | ParquetSource | JsonLinesSource:
+                plain: bool = True, raw_batches: bool = False) -> CsvSource | ParquetSource | JsonLinesSource:
     """A source for ``path`` by format (csv, parquet, jsonl), guessed from the suffix when not given."""
     if fmt is None:
         suffix = Path(path).suffix.lower()
@@ -294,7 +300,8 @@ def open_source(path: str, schema: Schema, columns: tuple[str, ...], fmt: str | 
             fmt = "jsonl"
     if fmt == "csv":
         return CsvSource(path, schema, columns, block_bytes, skip_rows, use_threads,
-                         readahead_blocks=max(1, readahead_bytes // block_bytes), plain=plain)
+                         readahead_blocks=max(1, readahead_bytes // block_bytes), plain=plain,
+                         raw_batches=raw_batches)
     if fmt == "parquet":
         return ParquetSource(path, columns)
     if fmt == "jsonl":

@@ -21,7 +21,7 @@ REASON = "invalid_utf8"
 
 
 @numba.njit(cache=True, nogil=True)
-def _all_ascii(data: np.ndarray) -> bool:
+def all_ascii(data: np.ndarray) -> bool:
     """True if no byte has its high bit set (eight bytes at a time)."""
     n8 = data.shape[0] // 8
     words = data[:n8 * 8].view(np.uint64)
@@ -86,7 +86,7 @@ def invalid_rows(arr: pa.Array) -> np.ndarray | None:
         return None
     offsets, data = string_buffers(arr)
     lo, hi = int(offsets[0]), int(offsets[-1])
-    if _all_ascii(data[lo:hi]):
+    if all_ascii(data[lo:hi]):
         return None
     out = np.zeros(len(arr), dtype=bool)
     return out if _invalid(data, offsets, out) else None

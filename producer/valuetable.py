@@ -132,24 +132,29 @@ def _put(table: tuple, s: int, data: np.ndarray, a: int, b: int, key: np.uint64,
 
 @numba.njit(cache=True, nogil=True)
 def _probe(col: tuple, out: tuple, table: tuple, keyed: tuple, start: int) -> int:
-    """Write the index of rows ``start..`` of an Arrow string column into ``out`` (a column of the
+    """Write the index of rows ``start..`` of a string column into ``out`` (a column of the
     row-major index array and its present flags, cleared for a value without a feature).
+
+    ``col`` is (bytes, ends, stride, column, skip, rows): row ``r``'s value is
+    ``bytes[ends[r * stride + column] + skip:ends[r * stride + column + 1]]``. An Arrow string
+    array is (data, offsets, 1, 0, 0, n); a raw CSV block (:class:`producer.csvplain.RawBatch`)
+    is (block, field ends, fields, column, 1, lines), read where the reader left it.
 
     Returns the number of rows (done), or the row at which the table ran out of room: the caller
     grows or empties the table and calls again from there.
     """
-    data, offsets = col
+    data, ends, stride, column, skip, n = col
     idx, present, mask = out
     slots, arena, meta = table
     state, prefix = keyed
     block = np.empty(16, dtype=np.uint64)
     ahead = np.empty((_CHUNK, 4), dtype=np.uint64)  # trimmed start, stop, key, hash
     smask = np.uint64(slots.shape[0] - 1)
-    n = offsets.shape[0] - 1
     for c in range(start, n, _CHUNK):
         stop = min(c + _CHUNK, n)
         for i in range(c, stop):  # hash the chunk and prefetch each row's first slot
-            a, b = offsets[i], offsets[i + 1]
+            e0 = i * stride + column
+            a, b = ends[e0] + skip, ends[e0 + 1]
             while a < b and _space(data[a]):
                 a += 1
             while b > a and _space(data[b - 1]):
@@ -273,16 +278,23 @@ class ValueTable:
             self.meta[_N] = 0
             _rehash(old, self._table())
 
-    def lookup(self, arr: pa.Array, idx: np.ndarray, present: np.ndarray) -> int:
-        """Indices of a string column without nulls into ``idx``; returns rows without a feature
+    def lookup(self, arr: pa.Array | tuple, idx: np.ndarray, present: np.ndarray) -> int:
+        """Indices of a string column without nulls (an Arrow array, or a raw column as
+        :meth:`producer.csvplain.RawBatch.raw` gives) into ``idx``; returns rows without a feature
         (their ``present`` is cleared)."""
-        offsets, data = string_buffers(arr)
-        if data.shape[0] < 8:  # the kernel reads 8 bytes at a time
-            data = np.concatenate([data, np.zeros(8, np.uint8)])
+        if isinstance(arr, tuple):
+            col = arr
+        else:
+            offsets, data = string_buffers(arr)
+            if data.shape[0] < 8:  # the kernel reads 8 bytes at a time
+                data = np.concatenate([data, np.zeros(8, np.uint8)])
+            col = (data, offsets, 1, 0, 0, len(arr))
+        data, ends, stride, column, skip, n = col
         self.meta[_ABSENT_ROWS] = 0
-        row, n = 0, len(arr)
+        row = 0
         while row < n:
-            row = _probe((data, offsets), (idx, present, self._mask), self._table(), self._keyed, row)
+            row = _probe(col, (idx, present, self._mask), self._table(), self._keyed, row)
             if row < n:
-                self._make_room(int(offsets[row + 1] - offsets[row]))
+                e0 = row * stride + column
+                self._make_room(int(ends[e0 + 1] - ends[e0] - skip))
         return int(self.meta[_ABSENT_ROWS])
