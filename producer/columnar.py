@@ -266,9 +266,9 @@ class ColumnarPath:
             col = self.schema.label.column  # type: ignore[union-attr]
             if col not in names:
                 raise RecordError(f"input has no label column {col}", "missing_column")
-            column = raw.column(col) if raw is not None else batch.column(names.index(col))
-            lab = self._label_codes.labels(column)
+            lab = self._label_codes.labels(raw.raw(col) if raw is not None else batch.column(names.index(col)))
             if lab is None:
+                column = raw.column(col) if raw is not None else batch.column(names.index(col))
                 codes, entries = self._entries(col, column)
                 lab = np.array([self.label_rule.label(e) for e in entries], dtype=np.int8)[codes]
             lbad = lab < 0

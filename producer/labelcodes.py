@@ -22,14 +22,18 @@ _UNKNOWN = -2  # in the one-byte table: no known string is this byte
 
 
 @numba.njit(cache=True, nogil=True)
-def _label_rows(offsets: np.ndarray, data: np.ndarray, known_offsets: np.ndarray, known_data: np.ndarray,
+def _label_rows(col: tuple, known_offsets: np.ndarray, known_data: np.ndarray,
                 known_labels: np.ndarray, one_byte: np.ndarray, out: np.ndarray, start: int) -> int:
     """``out[r]`` = the label of row ``r``'s string, from row ``start`` on; returns the first row
-    whose string is not among the known ones, or the number of rows. ``one_byte[b]`` answers a
+    whose string is not among the known ones, or the number of rows. ``col`` is a column as the
+    value-table kernel reads it (``producer.valuetable._probe``); ``one_byte[b]`` answers a
     one-byte string (most labels) with one read."""
-    n, n_known = offsets.shape[0] - 1, known_labels.shape[0]
+    data, ends, stride, column, skip, n = col
+    n_known = known_labels.shape[0]
     for r in range(start, n):
-        a, size = offsets[r], offsets[r + 1] - offsets[r]
+        e0 = r * stride + column
+        a = ends[e0] + skip
+        size = ends[e0 + 1] - a
         if size == 1 and one_byte[data[a]] != _UNKNOWN:
             out[r] = one_byte[data[a]]
             continue
@@ -71,21 +75,28 @@ class LabelCodes:
                 one_byte[k[0]] = label
         return offsets, data, labels, one_byte
 
-    def labels(self, arr: pa.Array) -> np.ndarray | None:
-        """int8 labels of a string column without nulls; ``None`` when this path does not apply
+    def labels(self, arr: pa.Array | tuple) -> np.ndarray | None:
+        """int8 labels of a string column without nulls (Arrow, or a raw column as
+        :meth:`producer.csvplain.RawBatch.raw` gives); ``None`` when this path does not apply
         (another type, nulls, or more than ``MAX_KNOWN`` distinct strings): use the dictionary."""
-        if arr.null_count or not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        if isinstance(arr, tuple):
+            col = arr
+        elif arr.null_count or not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
             return None
-        offsets, data = string_buffers(arr)
-        out = np.empty(len(arr), dtype=np.int8)
+        else:
+            offsets, data = string_buffers(arr)
+            col = (data, offsets, 1, 0, 0, len(arr))
+        data, ends, stride, column, skip, n = col
+        out = np.empty(n, dtype=np.int8)
         row = 0
         while True:
-            row = _label_rows(offsets, data, *self._arrays, out, row)
-            if row == len(arr):
+            row = _label_rows(col, *self._arrays, out, row)
+            if row == n:
                 return out
             if len(self.known) >= MAX_KNOWN:
                 return None
-            raw = data[offsets[row]:offsets[row + 1]].tobytes()
+            e0 = row * stride + column
+            raw = data[ends[e0] + skip:ends[e0 + 1]].tobytes()
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError:

@@ -136,3 +136,11 @@ def test_a_raw_batch_is_cut_at_its_end_only(tmp_path: Path) -> None:
     assert b.slice(0, 7).num_rows == 7 and b.slice(0, 7).to_arrow().equals(b.to_arrow().slice(0, 7))
     with pytest.raises(ValueError):
         b.slice(1, 3)
+
+
+def test_a_label_column_of_many_strings_falls_back_within_the_raw_path(tmp_path: Path) -> None:
+    schema = _schema(3)
+    labels = ["0", "1"] + [f"L{i}" for i in range(70)]  # 72 distinct label strings
+    raw = _batches(_csv(tmp_path / "i.csv", 2000, fields=3, labels=labels), schema)
+    assert isinstance(raw[0], RawBatch) and make_hasher(schema, KEY)._raw_ok(raw[0])
+    _assert_same(raw, schema)
