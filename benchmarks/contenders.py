@@ -232,11 +232,12 @@ def producer_hasher(bits: int, key: bytes = BENCH_KEY):
 
 def producer_csr(path: Path, schema, hasher) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """CSV file -> (offsets, indices, values, labels) through the producer's columnar path: its CSV
-    source (``producer.sources``, pyarrow, every column as strings) and ``Hasher.batch``."""
+    source (``producer.sources``: uniform blocks as they lie, as ``hashbridge produce`` reads them)
+    and ``Hasher.batch``."""
     from producer.sources import open_source
 
     offs, idx, vals, labels, base = [np.zeros(1, np.uint64)], [], [], [], 0
-    for chunk in open_source(str(path), schema, schema.input_columns):
+    for chunk in open_source(str(path), schema, schema.input_columns, raw_batches=True):
         enc = hasher.batch(chunk.batch)
         offs.append(enc.offsets[1:].astype(np.uint64) + base)
         base += int(enc.offsets[-1])

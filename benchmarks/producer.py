@@ -96,7 +96,8 @@ def _columnar_run(path: Path, schema: Any, key: bytes, use_threads: bool, prepar
     from producer.sources import open_source
 
     settings, metrics, publisher = prepared
-    source = open_source(str(path), schema, schema.input_columns, use_threads=use_threads)
+    source = open_source(str(path), schema, schema.input_columns, use_threads=use_threads,
+                         raw_batches=True)  # as `hashbridge produce` reads it
     return ProducerService(settings, make_hasher(schema, key), source, publisher, metrics).run()
 
 
@@ -183,7 +184,7 @@ def _stage_cpu(path: Path, schema: Any, key: bytes) -> dict[str, float]:
     from producer.sources import CsvSource
     from shared.frames import encode_train
 
-    batches = [c.batch for c in CsvSource(path, schema, schema.input_columns)._read()]
+    batches = [c.batch for c in CsvSource(path, schema, schema.input_columns, raw_batches=True)._read()]
     make_hasher(schema, key).batch(batches[0].slice(0, 10))  # numba loaded before the clock starts
     hasher = make_hasher(schema, key)
     c0 = cpu_seconds()
@@ -197,10 +198,10 @@ def _stage_cpu(path: Path, schema: Any, key: bytes) -> dict[str, float]:
 
 
 def _csv_parse_only(path: Path, schema: Any) -> int:
-    """pyarrow's CSV reader alone, as the producer configures it: the floor of the columnar path."""
+    """The CSV source alone, as the producer reads the file: the floor of the columnar path."""
     from producer.sources import open_source
 
-    return sum(c.num_rows for c in open_source(str(path), schema, schema.input_columns))
+    return sum(c.num_rows for c in open_source(str(path), schema, schema.input_columns, raw_batches=True))
 
 
 def _profile(fn: Any) -> list[str]:
@@ -244,7 +245,7 @@ def _notes(figures: dict[str, Any]) -> list[str]:
         f"record API CPU per {figures['record_api_records']:,} records: {figures['record_api_cpu_s']:.2f} s with lz4, "
         f"{figures['record_api_no_compression_cpu_s']:.2f} s uncompressed, {figures['record_api_no_kafka_cpu_s']:.2f} s "
         f"without Kafka ({span('record_api_no_kafka_records_per_s')}): the difference is librdkafka's share",
-        f"pyarrow CSV parsing alone (the columnar path's floor): {span('csv_parse_only_records_per_s')}, "
+        f"the CSV source alone, as the producer reads it (the columnar path's floor): {span('csv_parse_only_records_per_s')}, "
         f"{figures['csv_parse_only_cpu_s']:.2f} CPU-s per {figures['rows']:,} rows",
         f"CPU seconds of this process per columnar end-to-end run: {figures['columnar_end_to_end_cpu_s']:.2f} s for "
         f"{figures['rows']:,} rows (the broker's CPU comes on top); cProfile sees the main thread only: the "

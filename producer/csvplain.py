@@ -127,6 +127,18 @@ def split_lines(buf: np.ndarray, classes: np.ndarray, fields: int, want: np.ndar
 
 
 @numba.njit(cache=True, nogil=True)
+def field_bounds(ends: np.ndarray, fields: int, js: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> None:
+    """``starts``/``stops[line, o]`` of file column ``js[o]`` of a uniform block's lines, from its
+    field ends (:func:`split_uniform`), for :func:`gather`."""
+    for r in range(starts.shape[0]):
+        base = r * fields
+        for o in range(js.shape[0]):
+            e = base + js[o]
+            starts[r, o] = ends[e] + 1
+            stops[r, o] = ends[e + 1]
+
+
+@numba.njit(cache=True, nogil=True)
 def gather(buf: np.ndarray, starts: np.ndarray, stops: np.ndarray, bases: np.ndarray,
            out: np.ndarray, offsets: np.ndarray) -> None:
     """Copy column ``o`` of every line to ``out[bases[o]:]`` and its Arrow offsets to
@@ -181,10 +193,10 @@ class RawBatch:
         return self.buf, self.ends, len(self.names), self.names.index(name), 1, self.num_rows
 
     def _bounds(self, js: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        fields = len(self.names)
-        ends = self.ends[:self.num_rows * fields + 1]
-        starts = ends[:-1].reshape(self.num_rows, fields)[:, js] + 1
-        return np.ascontiguousarray(starts), np.ascontiguousarray(ends[1:].reshape(self.num_rows, fields)[:, js])
+        starts = np.empty((self.num_rows, len(js)), dtype=np.int32)
+        stops = np.empty_like(starts)
+        field_bounds(self.ends, len(self.names), np.array(js, dtype=np.int64), starts, stops)
+        return starts, stops
 
     def column(self, name: str) -> pa.Array:
         """One column as Arrow strings (a copy)."""
