@@ -126,6 +126,12 @@ class SharedArrays:
         read = self.offsets >= 0  # -1: a partition without a known position
         return bool(read.any()) and bool((self.ends[read] == self.offsets[read]).all())
 
+    def near_end_markers(self) -> bool:
+        """True when the last message learned from some partition was an end-of-input marker: the
+        input's end is near (the supervisor then ticks faster until the end checkpoint)."""
+        read = self.offsets >= 0
+        return bool((self.ends[read] == self.offsets[read]).any())
+
     def post_curve(self, worker: int, point: bool = True) -> None:
         """The worker's half of the curve ring: copy its stats row, then publish the row."""
         rows = self.handle.curve_rows

@@ -44,6 +44,10 @@ from trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 _TICK = 0.02
+# the tick for up to _END_WINDOW s after a partition reached a producer's end-of-input marker
+# while records wait for their checkpoint: the end checkpoint then waits ~1 ms for the tick, not
+# ~10 (bounded: with key partitioning the idle partitions sit at old markers all along)
+_END_TICK, _END_WINDOW = 0.002, 0.5
 CURVE_FILE = "progress.jsonl"  # progressive learning curve, appended at each report
 
 
@@ -311,8 +315,9 @@ class Supervisor(ScaleOut):
             stack.callback(lambda: self.procs and self._stop_workers())
             last_ckpt_t = last_report_t = last_moved_t = time.monotonic()
             last_ckpt_n = last_n = self.arrays.records()
+            tick, near_since = _TICK, None
             while not self._stop:
-                time.sleep(_TICK)
+                time.sleep(tick)
                 self._check_workers()
                 released = self._release_when_ready()  # no checkpoint while workers wait to join
                 n = self.arrays.records()
@@ -336,6 +341,9 @@ class Supervisor(ScaleOut):
                 if released and trigger is not None:
                     if self.checkpoint(trigger=trigger) is not None:
                         last_ckpt_n, last_ckpt_t = n, now
+                near = s.checkpoint_at_end and n > last_ckpt_n and self.arrays.near_end_markers()
+                near_since = (near_since or now) if near else None
+                tick = _END_TICK if near and now - near_since < _END_WINDOW else _TICK
                 if now - last_report_t >= s.report_seconds:
                     self.report()
                     last_report_t = now

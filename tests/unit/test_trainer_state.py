@@ -170,13 +170,15 @@ def test_end_markers_say_when_every_partition_read_has_ended():
                [FakeMsg(empty, 1, 3, headers=end)],
                [FakeMsg(frame(SPEC, 5, rng), 0, 2)]]
     with S.SharedState(bits=10, workers=1, partitions=4) as a:
-        assert not a.at_end_markers()  # nothing read
+        assert not a.at_end_markers() and not a.near_end_markers()  # nothing read
         w = Worker(settings, a, 0, FakeConsumer(batches), FakeProducer())
-        seen = []
+        seen, near = [], []
         for batch in batches:
             w.process(batch)
             seen.append(a.at_end_markers())
+            near.append(a.near_end_markers())
         assert seen == [False, False, True, False]
+        assert near == [True, True, True, True]  # partition 0 ends at its marker, later partition 1
         assert list(a.ends) == [2, 4, 0, 0] and list(a.offsets) == [3, 4, -1, -1]
         assert a.records() == 65
         del w
