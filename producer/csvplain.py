@@ -27,6 +27,8 @@ import pyarrow as pa
 
 from shared.unaligned import load64, store64
 
+from producer.utf8 import all_ascii
+
 _PLAIN, _DELIM, _LF, _CR, _BREAK = 0, 1, 2, 3, 4  # byte classes
 _BOM = b"\xef\xbb\xbf"
 _PAD = 8  # bytes after each buffer the word copies may touch
@@ -208,8 +210,6 @@ class RawBatch:
 
     def ascii(self) -> bool:
         """True if no byte of the lines has its high bit set (then every value is UTF-8)."""
-        from producer.utf8 import all_ascii
-
         return all_ascii(self.buf[:int(self.ends[self.num_rows * len(self.names)]) + 1])
 
     def slice(self, offset: int, length: int) -> RawBatch:

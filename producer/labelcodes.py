@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from producer.rules import LabelRule
-from producer.valuetable import string_buffers
+from producer.valuetable import column_view
 
 MAX_KNOWN = 64  # distinct raw strings kept; a column with more takes the dictionary path
 
@@ -79,13 +79,10 @@ class LabelCodes:
         """int8 labels of a string column without nulls (Arrow, or a raw column as
         :meth:`producer.csvplain.RawBatch.raw` gives); ``None`` when this path does not apply
         (another type, nulls, or more than ``MAX_KNOWN`` distinct strings): use the dictionary."""
-        if isinstance(arr, tuple):
-            col = arr
-        elif arr.null_count or not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        if not isinstance(arr, tuple) and (
+                arr.null_count or not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type))):
             return None
-        else:
-            offsets, data = string_buffers(arr)
-            col = (data, offsets, 1, 0, 0, len(arr))
+        col = arr if isinstance(arr, tuple) else column_view(arr)
         data, ends, stride, column, skip, n = col
         out = np.empty(n, dtype=np.int8)
         row = 0

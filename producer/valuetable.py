@@ -220,6 +220,15 @@ def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets, data
 
 
+def column_view(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, int, int, int, int]:
+    """A string array as the kernels read a column (:func:`_probe`): (data, offsets, 1, 0, 0, n),
+    the data padded to 8 bytes when shorter (the kernels read 8 bytes at a time)."""
+    offsets, data = string_buffers(arr)
+    if data.shape[0] < 8:
+        data = np.concatenate([data, np.zeros(8, np.uint8)])
+    return data, offsets, 1, 0, 0, len(arr)
+
+
 class ValueTable:
     """One field's table; emptied when it would hold more than ``limit`` values (as the caches)."""
 
@@ -282,13 +291,7 @@ class ValueTable:
         """Indices of a string column without nulls (an Arrow array, or a raw column as
         :meth:`producer.csvplain.RawBatch.raw` gives) into ``idx``; returns rows without a feature
         (their ``present`` is cleared)."""
-        if isinstance(arr, tuple):
-            col = arr
-        else:
-            offsets, data = string_buffers(arr)
-            if data.shape[0] < 8:  # the kernel reads 8 bytes at a time
-                data = np.concatenate([data, np.zeros(8, np.uint8)])
-            col = (data, offsets, 1, 0, 0, len(arr))
+        col = arr if isinstance(arr, tuple) else column_view(arr)
         data, ends, stride, column, skip, n = col
         self.meta[_ABSENT_ROWS] = 0
         row = 0
