@@ -77,12 +77,14 @@ def _prefetch_span(state, indices, a, b):
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
 def _ahead(offsets, i, n):
     """The index span of row ``i + GROUP`` (empty past the frame): the row prefetched while row
-    ``i`` is learned. Returned as plain ints, with the shift from row ``i``'s span."""
-    a, e = int(offsets[i]), int(offsets[n])
-    nb, ne = e, e
-    if i + GROUP < n:
-        nb, ne = int(offsets[i + GROUP]), int(offsets[i + GROUP + 1])
-    return nb, ne, nb - a
+    ``i`` is learned. Returned as plain ints, with the shift from row ``i``'s span.
+
+    Branch-free on purpose: with an ``if`` here numba kept an incref/decref pair of ``offsets``
+    (two calls, two atomic operations) in every record's path; without it the kernel ran 1.05-1.07x
+    faster at 2**22 weights (medians of 5-9 interleaved passes)."""
+    j = min(i + GROUP, n)
+    nb = int(offsets[j])
+    return nb, int(offsets[min(j + 1, n)]), nb - int(offsets[i])
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
