@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import probes
 from benchmarks.common import CpuSplit, timed, write_result
 from benchmarks.hosttune import shm_huge_pages
 from shared import hugepages
@@ -69,7 +70,9 @@ def kernel_alone(n_records: int, repeats: int) -> dict[str, Any]:
     walls: dict[str, list[float]] = {k: [] for k in states}
     cpus: dict[str, list[float]] = {k: [] for k in states}
     reads: list[float] = []  # the same frames' indices read alone, right after the kernel's pass
+    rmws: list[float] = []  # ... read and written back alone
     huge = states["pages_2m"]
+    probes.touch_rows(huge, frames[0].indices[:100])  # compile / load the cache
     for rep in range(repeats + 1):
         for name, state in states.items():
             bias, stats = np.zeros(2), np.zeros(K.STATS_LEN)
@@ -81,12 +84,17 @@ def kernel_alone(n_records: int, repeats: int) -> dict[str, Any]:
         t = timed(lambda: [K.gather_sum(huge, f.indices) for f in frames], 1)
         if rep:
             reads.append(t["all"][0])
+        t = timed(lambda: [probes.touch_rows(huge, f.indices) for f in frames], 1)
+        if rep:
+            rmws.append(t["all"][0])
     out: dict[str, Any] = {"records": n_records}
-    share = [r / w for r, w in zip(reads, walls["pages_2m"])]
-    out["reads_alone_same_indices"] = {"rate_median": statistics.median(n_records / r for r in reads),
-                                       "rate_min": n_records / max(reads), "rate_max": n_records / min(reads)}
-    # the kernel's speed as a share of the memory system's at that moment: 1.0 = memory-bound
-    out["kernel_share_of_reads_alone"] = {"median": statistics.median(share), "min": min(share), "max": max(share)}
+    for name, times in (("reads", reads), ("rmw", rmws)):
+        share = [r / w for r, w in zip(times, walls["pages_2m"])]
+        out[f"{name}_alone_same_indices"] = {"rate_median": statistics.median(n_records / r for r in times),
+                                             "rate_min": n_records / max(times), "rate_max": n_records / min(times)}
+        # the kernel's speed as a share of the memory system's at that moment: 1.0 = memory-bound
+        out[f"kernel_share_of_{name}_alone"] = {"median": statistics.median(share), "min": min(share),
+                                                "max": max(share)}
     for name, state in states.items():
         rates = [n_records / w for w in walls[name]]
         cpu_rates = [n_records / c for c in cpus[name] if c > 0]
@@ -104,8 +112,6 @@ def kernel_breakdown(n_records: int, repeats: int) -> dict[str, Any]:
     and at 2^18 (2 MiB: cache-resident): the whole kernel, its gathers alone and its updates alone.
     If the gathers alone run near the whole kernel's rate at 2^22, memory is the limit; the gap
     at 2^18 is the arithmetic (exp/log1p per record, sqrt and division per coordinate)."""
-    from benchmarks import probes
-
     out: dict[str, Any] = {}
     hp = Hyper().array()
     for bits in (BITS, 18):
@@ -319,6 +325,10 @@ def run(quick: bool = False) -> dict:
                  f"({ks_['min']:.0%}-{ks_['max']:.0%} over rounds), so the kernel alone cannot pass "
                  f"{ra['rate_max'] / 1e6:.2f} M on this host at this time; the rest of the gap is its arithmetic "
                  "and the misses it does not overlap")
+    rm, km = ko["rmw_alone_same_indices"], ko["kernel_share_of_rmw_alone"]
+    notes.append(f"the same indices read and written back alone (one add each, the kernel's prefetch): "
+                 f"{rm['rate_median'] / 1e6:.2f} M records/s, the ceiling of any learner that writes every "
+                 f"coordinate it touches; the kernel ran at {km['median']:.0%} of that ({km['min']:.0%}-{km['max']:.0%})")
     mc = figures["memory_ceiling_one_core"]
     notes.append("memory ceiling now (random reads alone, 20 per record, M records/s wall): "
                  f"{mc['pages_2m']['records_per_s_median'] / 1e6:.2f} on huge pages, "
