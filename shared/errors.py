@@ -53,6 +53,13 @@ class RecordError(HashbridgeError):
     reason = "bad_record"
 
 
+class CrashLoop(HashbridgeError):
+    """Worker processes keep dying with nothing saved in between: restarting once more would only
+    repeat it (a bad host, a bad build); the supervisor stops and says so."""
+
+    reason = "crash_loop"
+
+
 class KafkaError(HashbridgeError):
     """The Kafka cluster refused or failed an operation we cannot carry on without."""
 

@@ -43,6 +43,9 @@ class TrainerSettings:
     metrics_port: int = 0  # 0: no HTTP server
     max_partitions: int = 256
     session_timeout_ms: int = 10000  # how long a SIGKILLed member holds its partitions
+    # worker deaths in a row with no snapshot written between them before the trainer gives up;
+    # the restarts after the first back off 1, 2, 4, ... s (supervisor._recover)
+    max_restarts: int = 5
     sync_deltas: bool = False  # scale-out: exchange sparse deltas with other instances
     sync_seconds: float = 2.0
     sync_records: int = 1_000_000
@@ -59,6 +62,8 @@ class TrainerSettings:
             raise ConfigError("--checkpoint-idle-seconds must be >= 0 (0: off)")
         if self.curve_records < 0:
             raise ConfigError("--curve-records must be >= 0")
+        if self.max_restarts < 0:
+            raise ConfigError("--max-restarts must be >= 0")
         if self.sync_seconds <= 0 or self.sync_records < 1:
             raise ConfigError("sync interval must be positive")
 
@@ -98,7 +103,7 @@ class TrainerSettings:
             curve_records=a.curve_records,
             metrics_port=a.metrics_port if a.metrics_port is not None
             else int(env.get("HASHBRIDGE_TRAINER_METRICS_PORT", "0")),
-            session_timeout_ms=a.session_timeout_ms,
+            session_timeout_ms=a.session_timeout_ms, max_restarts=a.max_restarts,
             sync_deltas=a.sync_deltas, sync_seconds=a.sync_seconds, sync_records=a.sync_records,
             instance_id=a.instance_id or env.get("HASHBRIDGE_INSTANCE_ID", ""),
         )
@@ -142,6 +147,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, help="Prometheus port (env HASHBRIDGE_TRAINER_METRICS_PORT)")
     p.add_argument("--session-timeout-ms", type=int, default=10000,
                    help="consumer session timeout: how soon a killed worker's partitions move")
+    p.add_argument("--max-restarts", type=int, default=5,
+                   help="give up (exit 1) after this many worker deaths in a row with no snapshot "
+                        "written between them; restarts after the first wait 1, 2, 4, ... s (default 5)")
     p.add_argument("--sync-deltas", action="store_true",
                    help="scale out: merge with the other instances of --group through the deltas topic")
     p.add_argument("--sync-seconds", type=float, default=2.0, help="publish a delta every T seconds")

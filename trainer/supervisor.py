@@ -29,7 +29,7 @@ import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
 from shared import hugepages
-from shared.errors import ConfigError
+from shared.errors import ConfigError, CrashLoop
 from shared.clients import ensure_topics
 from trainer import shm as S
 from trainer.checkpoint import Checkpoint, load_latest, write_checkpoint
@@ -48,6 +48,8 @@ _TICK = 0.02
 # while records wait for their checkpoint: the end checkpoint then waits ~1 ms for the tick, not
 # ~10 (bounded: with key partitioning the idle partitions sit at old markers all along)
 _END_TICK, _END_WINDOW = 0.002, 0.5
+# a restart after the first of several worker deaths in a row waits BASE * 2**(n-2) s, at most CAP
+_BACKOFF_BASE, _BACKOFF_CAP = 1.0, 30.0
 CURVE_FILE = "progress.jsonl"  # progressive learning curve, appended at each report
 
 
@@ -64,6 +66,7 @@ class Supervisor(ScaleOut):
         self.last: Checkpoint | None = None
         self.version = 0
         self.restarts = 0
+        self._deaths = 0  # worker deaths since the last snapshot written
         self._publisher: Any = None
         self._prev_stats: np.ndarray | None = None
         self._last_curve_records = 0
@@ -139,9 +142,20 @@ class Supervisor(ScaleOut):
         a.control[S.C_STOP] = 0
 
     def _recover(self, cause: str) -> None:
-        """A worker died dirty: discard shared state back to the last snapshot, restart all."""
-        log.warning("worker died (%s): restoring snapshot version %d and restarting workers",
-                    cause, self.last.version if self.last else 0)
+        """A worker died dirty: discard shared state back to the last snapshot, restart all.
+
+        Deaths with no snapshot written between them are counted: the restarts after the first
+        back off, and past ``max_restarts`` the trainer stops with ``CrashLoop`` rather than
+        restart forever (each round re-reading, and re-learning, the same records)."""
+        self._deaths += 1
+        version = self.last.version if self.last else 0
+        if self._deaths > self.s.max_restarts:
+            raise CrashLoop(f"workers died {self._deaths} times in a row with no snapshot written between "
+                            f"(last: {cause}); giving up (--max-restarts {self.s.max_restarts}); the "
+                            f"snapshot on disk is version {version}; see the worker log lines above")
+        delay = 0.0 if self._deaths == 1 else min(_BACKOFF_CAP, _BACKOFF_BASE * 2.0 ** (self._deaths - 2))
+        log.warning("worker died (%s): restoring snapshot version %d and restarting workers%s", cause,
+                    version, f" in {delay:g} s ({self._deaths} deaths since the last snapshot)" if delay else "")
         self._stop_workers()
         if self.sync is not None:
             self.sync.rollback()  # the accepted cut plus every accepted delta read since
@@ -150,7 +164,11 @@ class Supervisor(ScaleOut):
         self.arrays.control[S.C_GO] = 0  # type: ignore[union-attr]
         self.restarts += 1
         self.metrics.restarts.labels(cause).inc()
-        self.procs = [self._start_worker(i) for i in range(self.s.workers)]
+        end = time.monotonic() + delay
+        while not self._stop and time.monotonic() < end:  # SIGTERM still ends the run at once
+            time.sleep(0.05)
+        if not self._stop:
+            self.procs = [self._start_worker(i) for i in range(self.s.workers)]
 
     def _release_when_ready(self) -> bool:
         """Let the workers join the group together, once all are warmed up; True once released."""
@@ -210,6 +228,7 @@ class Supervisor(ScaleOut):
             ckpt = dataclasses.replace(ckpt, version=max(ckpt.version, self._publisher.last_version + 1))
         write_checkpoint(self.s.checkpoint_dir, ckpt, self.s.keep_snapshots)
         self.version, self.last = ckpt.version, ckpt
+        self._deaths = 0
         dt = time.perf_counter() - t0
         self.metrics.checkpointed(ckpt.version, dt, ckpt.records, trigger)
         log.info("checkpoint version %d (%s): %d records, %d partitions, %.3f s",
