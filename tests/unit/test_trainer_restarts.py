@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,16 @@ def _supervisor(tmp_path: Path, max_restarts: int) -> Dying:
     return Dying(s, TrainerMetrics(CollectorRegistry()))
 
 
+@contextmanager
+def _running(sup: Dying) -> Iterator[S.SharedArrays]:
+    """The supervisor's shared block, restored empty, with its first (dying) worker started."""
+    with S.SharedState(bits=10, workers=1) as a:
+        sup.arrays = a
+        sup._restore(None)
+        sup.procs = [sup._start_worker(0)]
+        yield a
+
+
 def _death(sup: Dying) -> float:
     """Wait for the worker to die, let the supervisor notice; returns how long it took to react."""
     sup.procs[0].join(30)
@@ -46,10 +58,7 @@ def _death(sup: Dying) -> float:
 def test_deaths_in_a_row_back_off_then_stop_the_trainer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sup_mod, "_BACKOFF_BASE", 0.2)
     sup = _supervisor(tmp_path, max_restarts=3)
-    with S.SharedState(bits=10, workers=1) as a:
-        sup.arrays = a
-        sup._restore(None)
-        sup.procs = [sup._start_worker(0)]
+    with _running(sup):
         waits = [_death(sup) for _ in range(3)]  # restarts 1-3: at once, then 0.2 s, 0.4 s
         with pytest.raises(CrashLoop, match=r"4 times in a row.*--max-restarts 3"):
             _death(sup)
@@ -60,11 +69,8 @@ def test_deaths_in_a_row_back_off_then_stop_the_trainer(tmp_path: Path, monkeypa
 def test_a_snapshot_between_deaths_resets_the_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sup_mod, "_BACKOFF_BASE", 0.2)
     sup = _supervisor(tmp_path, max_restarts=1)
-    with S.SharedState(bits=10, workers=1) as a:
-        sup.arrays = a
-        sup._restore(None)
-        sup.procs = [sup._start_worker(0)]
-        for round_ in range(3):  # each death would be the second in a row without the snapshot
+    with _running(sup) as a:
+        for _ in range(3):  # each death would be the second in a row without the snapshot
             assert _death(sup) < 0.2  # the first death since a snapshot restarts at once
             a.stats[0, 0] += 5  # records learned, then saved
             assert sup.checkpoint(live=False) is not None and sup._deaths == 0
@@ -77,10 +83,7 @@ def test_a_snapshot_between_deaths_resets_the_count(tmp_path: Path, monkeypatch:
 def test_stop_during_the_back_off_starts_no_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sup_mod, "_BACKOFF_BASE", 30.0)
     sup = _supervisor(tmp_path, max_restarts=5)
-    with S.SharedState(bits=10, workers=1) as a:
-        sup.arrays = a
-        sup._restore(None)
-        sup.procs = [sup._start_worker(0)]
+    with _running(sup):
         _death(sup)
         sup._stop = True  # what SIGTERM's handler does
         assert _death(sup) < 5  # not the 30 s back-off
