@@ -17,8 +17,9 @@ Only plain arrays and scalars cross this boundary. Every kernel has the same sig
 * ``hp``      float64[HP_LEN] hyper-parameters (see ``HP_*``); ``stats`` float64[STATS_LEN], the
   calling worker's own progressive-validation row (no other writer).
 
-Every record is predicted before it is learned (progressive validation): its margin, logloss and
-histogram bin go to ``stats`` first. Rows go in groups of ``GROUP`` consecutive rows of a frame:
+Every record is predicted before it is learned (progressive validation): its histogram bin goes
+to ``stats`` and its logloss and prediction to the frame's running sums, which reach ``stats``
+when the call returns (a frame is the unit a checkpoint sees). Rows go in groups of ``GROUP`` consecutive rows of a frame:
 first the margins of all rows of the group are computed (with the weights and bias as they stand
 before the group), then the rows are scored and learned strictly in order. Gathering several rows
 before writing keeps many independent cache misses in flight (measured ~1.6x over row by row on
@@ -136,6 +137,7 @@ def _settle(tally):
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
 def _flush(stats, n, tally):
+    """Add the frame's ``n`` records and running sums to the worker's ``stats`` row."""
     sw, loss, sp, sy, _ = tally
     stats[S_N] += n
     stats[S_W] += sw
