@@ -76,6 +76,8 @@ class TrainerMetrics:
         self.ckpt_age.set_function(self._age)
         self.version = Gauge("hb_trainer_model_version", "last checkpoint/model version", registry=r)
         self.restarts = Counter("hb_trainer_worker_restarts", "workers restarted", ["cause"], registry=r)
+        self.deaths = Gauge("hb_trainer_worker_deaths_since_snapshot", "worker deaths in a row with no snapshot "
+                            "written between them (the trainer stops past --max-restarts)", registry=r)
         self.delta_bytes = Counter("hb_trainer_delta_bytes", "delta bytes published (compressed)", registry=r)
         self.delta_records = Counter("hb_trainer_delta_records", "records covered by published deltas", registry=r)
         self.delta_coords = Counter("hb_trainer_delta_coordinates", "coordinates in published deltas", registry=r)

@@ -148,6 +148,7 @@ class Supervisor(ScaleOut):
         back off, and past ``max_restarts`` the trainer stops with ``CrashLoop`` rather than
         restart forever (each round re-reading, and re-learning, the same records)."""
         self._deaths += 1
+        self.metrics.deaths.set(self._deaths)
         version = self.last.version if self.last else 0
         if self._deaths > self.s.max_restarts:
             raise CrashLoop(f"workers died {self._deaths} times in a row with no snapshot written between "
@@ -229,6 +230,7 @@ class Supervisor(ScaleOut):
         write_checkpoint(self.s.checkpoint_dir, ckpt, self.s.keep_snapshots)
         self.version, self.last = ckpt.version, ckpt
         self._deaths = 0
+        self.metrics.deaths.set(0)
         dt = time.perf_counter() - t0
         self.metrics.checkpointed(ckpt.version, dt, ckpt.records, trigger)
         log.info("checkpoint version %d (%s): %d records, %d partitions, %.3f s",

@@ -80,7 +80,8 @@ PANELS: list[tuple[str, list[tuple[str, str, str, list[tuple[str, str]], str]]]]
         ("Model swaps and worker restarts", "timeseries", "short", [
             (f"sum(increase(hb_scorer_model_swaps_total{R}))", "scorer swaps"),
             (f"sum by (cause) (increase(hb_trainer_worker_restarts_total{R}))", "restarts {{cause}}"),
-        ], ""),
+            ("max(hb_trainer_worker_deaths_since_snapshot)", "worker deaths since the last snapshot"),
+        ], "Deaths since the last snapshot rising toward --max-restarts (5): the trainer is about to stop."),
     ]),
     ("Latency", [
         ("Trainer batch and kernel latency", "timeseries", "s", [

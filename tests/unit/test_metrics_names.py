@@ -38,6 +38,7 @@ REQUIRED: dict[str, dict[str, tuple[str, frozenset[str]]]] = {
         "hb_trainer_delivery_errors": ("counter", frozenset()),
         "hb_trainer_batch_seconds": ("histogram", frozenset()),
         "hb_trainer_kernel_seconds": ("histogram", frozenset()),
+        "hb_trainer_worker_deaths_since_snapshot": ("gauge", frozenset()),
         "hb_trainer_consumer_lag": ("gauge", frozenset({"topic", "partition"})),
         "hb_trainer_progressive_logloss": ("gauge", frozenset({"window"})),
         "hb_trainer_progressive_auc": ("gauge", frozenset({"window"})),

@@ -37,6 +37,10 @@ def _supervisor(tmp_path: Path, max_restarts: int) -> Dying:
     return Dying(s, TrainerMetrics(CollectorRegistry()))
 
 
+def _deaths_gauge(sup: Dying) -> float | None:
+    return sup.metrics.registry.get_sample_value("hb_trainer_worker_deaths_since_snapshot")
+
+
 @contextmanager
 def _running(sup: Dying) -> Iterator[S.SharedArrays]:
     """The supervisor's shared block, restored empty, with its first (dying) worker started."""
@@ -62,7 +66,7 @@ def test_deaths_in_a_row_back_off_then_stop_the_trainer(tmp_path: Path, monkeypa
         waits = [_death(sup) for _ in range(3)]  # restarts 1-3: at once, then 0.2 s, 0.4 s
         with pytest.raises(CrashLoop, match=r"4 times in a row.*--max-restarts 3"):
             _death(sup)
-    assert sup.restarts == 3
+    assert sup.restarts == 3 and _deaths_gauge(sup) == 4
     assert waits[0] < 0.2 <= waits[1] < 0.4 <= waits[2]
 
 
@@ -74,6 +78,7 @@ def test_a_snapshot_between_deaths_resets_the_count(tmp_path: Path, monkeypatch:
             assert _death(sup) < 0.2  # the first death since a snapshot restarts at once
             a.stats[0, 0] += 5  # records learned, then saved
             assert sup.checkpoint(live=False) is not None and sup._deaths == 0
+            assert _deaths_gauge(sup) == 0
         with pytest.raises(CrashLoop):
             _death(sup)
             _death(sup)
