@@ -111,7 +111,8 @@ def kernel_breakdown(n_records: int, repeats: int) -> dict[str, Any]:
     """Where the kernel's time goes, per CPU second, at 2^22 weights (32 MiB: beyond the caches)
     and at 2^18 (2 MiB: cache-resident): the whole kernel, its gathers alone and its updates alone.
     If the gathers alone run near the whole kernel's rate at 2^22, memory is the limit; the gap
-    at 2^18 is the arithmetic (exp/log1p per record, sqrt and division per coordinate)."""
+    at 2^18 is the arithmetic (an exp per record, a log per group of rows, a reciprocal square
+    root per coordinate)."""
     out: dict[str, Any] = {}
     hp = Hyper().array()
     for bits in (BITS, 18):
