@@ -2,7 +2,8 @@
 
 Each mirrors the documented semantics of :mod:`trainer.kernels`: predict a row, record it, then
 learn it coordinate by coordinate in order, in float64 arithmetic over float32 storage (AdaGrad's
-coordinate update in float32 arithmetic, as its kernel).
+coordinate update in float32 arithmetic, as its kernel). A row's margin is taken just before the
+row in front of it is learned (a lead of one row, within a frame).
 """
 from __future__ import annotations
 
@@ -10,20 +11,30 @@ import math
 
 import numpy as np
 
-from trainer.kernels import (GROUP, HIST_NEG, HIST_POS, HP_BETA, HP_DECAY, HP_L1, HP_L2, HP_LR,
+from trainer.kernels import (HIST_NEG, HIST_POS, HP_BETA, HP_DECAY, HP_L1, HP_L2, HP_LR,
                              HP_T, MARGIN_RANGE, N_BINS, S_LOSS, S_N, S_P, S_W, S_Y)
 
 
 def _rows(labels, offsets, indices, values, rweights):
-    """Groups of GROUP rows: [(i, y, record weight, indices, values)]."""
+    """[(i, y, record weight, indices, values)] of a frame."""
     rows = []
     for i in range(len(labels)):
         a, b = int(offsets[i]), int(offsets[i + 1])
         xs = [float(values[k]) if len(values) else 1.0 for k in range(a, b)]
         rows.append((i, float(labels[i]), (float(rweights[i]) if len(rweights) else 1.0),
                      [int(j) for j in indices[a:b]], xs))
-    for g0 in range(0, len(rows), GROUP):
-        yield rows[g0:g0 + GROUP]
+    return rows
+
+
+def _with_margins(rows, margin):
+    """Each row with its margin, ``margin(row)`` called for row i + 1 before row i is yielded (and
+    so before it is learned): the one-row lead of the kernels."""
+    m_next = margin(rows[0]) if rows else 0.0
+    for r, row in enumerate(rows):
+        m = m_next
+        if r + 1 < len(rows):
+            m_next = margin(rows[r + 1])
+        yield m, row
 
 
 def observe(stats, m, y, rw):
@@ -43,37 +54,46 @@ def observe(stats, m, y, rw):
 
 def adagrad_frame(state, bias, labels, offsets, indices, values, rweights, hp, stats):
     lr, l2 = hp[HP_LR], hp[HP_L2]
-    for group in _rows(labels, offsets, indices, values, rweights):
-        ms = [bias[0] + sum(float(state[j, 0]) * x for j, x in zip(js, xs)) for _, _, _, js, xs in group]
-        for m, (_, y, rw, js, xs) in zip(ms, group):
-            g = (observe(stats, m, y, rw) - y) * rw
-            if g == 0:
-                continue
-            f32 = np.float32
-            for j, x in zip(js, xs):  # float32 arithmetic, as the kernel (deliberately, for speed)
-                w = f32(state[j, 0])
-                gi = f32(g) * f32(x) + f32(l2) * w
-                acc = f32(state[j, 1]) + gi * gi
-                state[j, 1] = acc
-                if acc > 0:
-                    state[j, 0] = w - f32(lr) * gi / np.sqrt(acc)
-            bias[1] += g * g
-            bias[0] -= lr * g / math.sqrt(bias[1])
+    rows = _rows(labels, offsets, indices, values, rweights)
+    for m, (_, y, rw, js, xs) in _with_margins(rows, lambda row: _plain_margin(state, bias, row)):
+        g = (observe(stats, m, y, rw) - y) * rw
+        if g == 0:
+            continue
+        f32 = np.float32
+        for j, x in zip(js, xs):  # float32 arithmetic, as the kernel (deliberately, for speed)
+            w = f32(state[j, 0])
+            gi = f32(g) * f32(x) + f32(l2) * w
+            acc = f32(state[j, 1]) + gi * gi
+            state[j, 1] = acc
+            if acc > 0:
+                state[j, 0] = w - f32(lr) * gi / np.sqrt(acc)
+        bias[1] += g * g
+        bias[0] -= lr * g / math.sqrt(bias[1])
+
+
+def _plain_margin(state, bias, row):
+    return _sum_from(bias[0], (float(state[j, 0]) * x for j, x in zip(row[3], row[4])))
+
+
+def _sum_from(m, terms):
+    """``m`` plus the terms in order, as the kernels add them (a histogram bin can hinge on it)."""
+    for t in terms:
+        m += t
+    return m
 
 
 def sgd_frame(state, bias, labels, offsets, indices, values, rweights, hp, stats):
     lr0, l2, decay, t0 = hp[HP_LR], hp[HP_L2], hp[HP_DECAY], hp[HP_T]
-    for group in _rows(labels, offsets, indices, values, rweights):
-        ms = [bias[0] + sum(float(state[j, 0]) * x for j, x in zip(js, xs)) for _, _, _, js, xs in group]
-        for m, (i, y, rw, js, xs) in zip(ms, group):
-            g = (observe(stats, m, y, rw) - y) * rw
-            lr = lr0 / (1 + decay * (t0 + i))
-            if g == 0:
-                continue
-            for j, x in zip(js, xs):
-                w = float(state[j, 0])
-                state[j, 0] = np.float32(w - lr * (g * x + l2 * w))
-            bias[0] -= lr * g
+    rows = _rows(labels, offsets, indices, values, rweights)
+    for m, (i, y, rw, js, xs) in _with_margins(rows, lambda row: _plain_margin(state, bias, row)):
+        g = (observe(stats, m, y, rw) - y) * rw
+        lr = lr0 / (1 + decay * (t0 + i))
+        if g == 0:
+            continue
+        for j, x in zip(js, xs):
+            w = float(state[j, 0])
+            state[j, 0] = np.float32(w - lr * (g * x + l2 * w))
+        bias[0] -= lr * g
 
 
 def ftrl_w(z, n, alpha, beta, l1, l2):
@@ -84,25 +104,26 @@ def ftrl_w(z, n, alpha, beta, l1, l2):
 
 def ftrl_frame(state, bias, labels, offsets, indices, values, rweights, hp, stats):
     alpha, beta, l1, l2 = hp[HP_LR], hp[HP_BETA], hp[HP_L1], hp[HP_L2]
-    for group in _rows(labels, offsets, indices, values, rweights):
-        bw0 = ftrl_w(bias[0], bias[1], alpha, beta, 0, 0)
-        ms = [bw0 + sum(ftrl_w(float(state[j, 0]), float(state[j, 1]), alpha, beta, l1, l2) * x
-                        for j, x in zip(js, xs)) for _, _, _, js, xs in group]
-        for m, (_, y, rw, js, xs) in zip(ms, group):
-            g = (observe(stats, m, y, rw) - y) * rw
-            if g == 0:
-                continue
-            for j, x in zip(js, xs):
-                z, n = float(state[j, 0]), float(state[j, 1])
-                w = ftrl_w(z, n, alpha, beta, l1, l2)
-                gi = g * x
-                sigma = (math.sqrt(n + gi * gi) - math.sqrt(n)) / alpha
-                state[j, 0] = np.float32(z + gi - sigma * w)
-                state[j, 1] = np.float32(n + gi * gi)
-            bw = ftrl_w(bias[0], bias[1], alpha, beta, 0, 0)
-            sigma = (math.sqrt(bias[1] + g * g) - math.sqrt(bias[1])) / alpha
-            bias[0] += g - sigma * bw
-            bias[1] += g * g
+
+    def margin(row):
+        return _sum_from(ftrl_w(bias[0], bias[1], alpha, beta, 0, 0), (
+            ftrl_w(float(state[j, 0]), float(state[j, 1]), alpha, beta, l1, l2) * x for j, x in zip(row[3], row[4])))
+
+    for m, (_, y, rw, js, xs) in _with_margins(_rows(labels, offsets, indices, values, rweights), margin):
+        g = (observe(stats, m, y, rw) - y) * rw
+        if g == 0:
+            continue
+        for j, x in zip(js, xs):
+            z, n = float(state[j, 0]), float(state[j, 1])
+            w = ftrl_w(z, n, alpha, beta, l1, l2)
+            gi = g * x
+            sigma = (math.sqrt(n + gi * gi) - math.sqrt(n)) / alpha
+            state[j, 0] = np.float32(z + gi - sigma * w)
+            state[j, 1] = np.float32(n + gi * gi)
+        bw = ftrl_w(bias[0], bias[1], alpha, beta, 0, 0)
+        sigma = (math.sqrt(bias[1] + g * g) - math.sqrt(bias[1])) / alpha
+        bias[0] += g - sigma * bw
+        bias[1] += g * g
 
 
 def gather_sum(state, indices):

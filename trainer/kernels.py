@@ -19,18 +19,20 @@ Only plain arrays and scalars cross this boundary. Every kernel has the same sig
 
 Every record is predicted before it is learned (progressive validation): its histogram bin goes
 to ``stats`` and its logloss and prediction to the frame's running sums, which reach ``stats``
-when the call returns (a frame is the unit a checkpoint sees). Rows go in groups of ``GROUP`` consecutive rows of a frame:
-first the margins of all rows of the group are computed (with the weights and bias as they stand
-before the group), then the rows are scored and learned strictly in order. Gathering several rows
-before writing keeps many independent cache misses in flight (measured ~1.6x over row by row on
-this machine); the price is that a row's prediction does not yet see the updates of the up to
-``GROUP - 1`` rows before it in its group. Groups never span frames, so the result depends only
-on the frames, not on how ``consume`` batches them. A repeated index in one row is applied once
-per occurrence, in order, each seeing the previous occurrence's update.
+when the call returns (a frame is the unit a checkpoint sees). Rows are scored and learned in
+order, with a lead of one row: the margin of row ``i + 1`` is gathered just before row ``i`` is
+learned, so a prediction sees every earlier update except that of the row just before it. That
+lead lets the next row's gather and this row's ``exp`` run side by side instead of one after
+the other (AdaGrad 1.02-1.04x over gathering groups of 8 margins first, at 2**14-2**22 weights;
+medians of interleaved passes); it replaced groups whose later rows missed the updates of up to
+7 rows before them.
+The lead never spans frames: a frame's first row sees everything learned before the frame, so
+the result depends only on the frames, not on how ``consume`` batches them. A repeated index in
+one row is applied once per occurrence, in order, each seeing the previous occurrence's update.
 
-While row ``i`` is learned, the kernels prefetch the coordinates of row ``i + GROUP`` (the next
-group's margins), so those cache misses overlap this row's arithmetic (measured ~1.3x at 2**22
-weights). The prefetches are interleaved with the row's updates, one per coordinate, rather than
+While row ``i`` is learned, the kernels prefetch the coordinates of row ``i + AHEAD``, so those
+cache misses overlap this row's arithmetic and the gather of row ``i + 1`` finds its lines in
+cache. The prefetches are interleaved with the row's updates, one per coordinate, rather than
 issued as a burst before them: the misses then stream at the pace of the updates instead of
 queueing 20 at a time for the core's few miss buffers (measured 1.09-1.15x more at 2**16-2**22,
 paired runs; bit-identical results).
@@ -53,7 +55,8 @@ CACHE = True
 # stay bit-exact; "arcp"/"afn" let x / sqrt(y) become a reciprocal-sqrt sequence
 FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
 
-GROUP = 8  # rows whose margins are gathered before any of them is learned
+AHEAD = 5  # rows between the row being learned and the row whose coordinates it prefetches
+SETTLE = 8  # unweighted records whose 1 + e go into one product before its log is taken
 
 # hyper-parameter slots
 HP_LR, HP_L2, HP_L1, HP_BETA, HP_DECAY, HP_T, HP_EPS = range(7)
@@ -77,13 +80,13 @@ def _prefetch_span(state, indices, a, b):
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
 def _ahead(offsets, i, n):
-    """The index span of row ``i + GROUP`` (empty past the frame): the row prefetched while row
+    """The index span of row ``i + AHEAD`` (empty past the frame): the row prefetched while row
     ``i`` is learned. Returned as plain ints, with the shift from row ``i``'s span.
 
     Branch-free on purpose: with an ``if`` here numba kept an incref/decref pair of ``offsets``
     (two calls, two atomic operations) in every record's path; without it the kernel ran 1.04x
     faster at 2**22 weights and 1.08x at 2**18 (medians of 21 interleaved passes)."""
-    j = min(i + GROUP, n)
+    j = min(i + AHEAD, n)
     nb = int(offsets[j])
     return nb, int(offsets[min(j + 1, n)]), nb - int(offsets[i])
 
@@ -95,7 +98,7 @@ def _observe(stats, m, y, rw, has_w, tally):
     ``tally`` holds the frame's running sums in registers, ``(weight, loss, p, y, product)``,
     written to ``stats`` once by ``_flush`` (five loads and stores a record less). A record's
     loss is ``log(1 + e) + lin``; unweighted records multiply their ``1 + e`` (each in (1, 2])
-    into ``product``, whose log ``_settle`` adds once per group: one log for up to GROUP records
+    into ``product``, whose log ``_settle`` adds once per SETTLE rows: one log for up to SETTLE records
     instead of one each, within 1e-15 of the sum of logs. Together 1.04x at 2**22 weights and
     1.08x at 2**18 (medians of 15 interleaved passes). The loss uses ``log(1 + e)``, not
     ``log1p(e)``: with ``0 < e <= 1`` the sum ``1 + e`` loses at most 1.1e-16 of the loss
@@ -130,7 +133,7 @@ def _observe(stats, m, y, rw, has_w, tally):
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
 def _settle(tally):
-    """Add the log of a group's product of ``1 + e`` to the loss (at most 2**GROUP: no overflow)."""
+    """Add the log of the product of ``1 + e`` to the loss (at most 2**SETTLE: no overflow)."""
     sw, loss, sp, sy, prod = tally
     return (sw, loss + math.log(prod), sp, sy, 1.0)
 
@@ -160,29 +163,10 @@ def _margin(w, bias, offsets, indices, values, i):
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
-def _margins(ms, state, b, offsets, indices, values, i0, r):
-    """Margins of rows ``i0 .. i0+r-1``. Four rows of one length without values (the common case:
-    a fixed schema) are summed in one loop, four independent add chains instead of one; each row
-    still adds its terms in its own order, so the sums are bit-identical to row by row."""
-    q = 0
-    if values.shape[0] == 0:
-        while q + 4 <= r:
-            i = i0 + q
-            a0, a1, a2, a3, a4 = offsets[i], offsets[i + 1], offsets[i + 2], offsets[i + 3], offsets[i + 4]
-            length = a1 - a0
-            if a2 - a1 != length or a3 - a2 != length or a4 - a3 != length:
-                break
-            m0, m1, m2, m3 = b, b, b, b
-            for k in range(length):
-                m0 += float(state[indices[a0 + k], 0])
-                m1 += float(state[indices[a1 + k], 0])
-                m2 += float(state[indices[a2 + k], 0])
-                m3 += float(state[indices[a3 + k], 0])
-            ms[q], ms[q + 1], ms[q + 2], ms[q + 3] = m0, m1, m2, m3
-            q += 4
-    while q < r:
-        ms[q] = _margin(state, b, offsets, indices, values, i0 + q)
-        q += 1
+def _next(i, n):
+    """The row whose margin is gathered while row ``i`` is scored: ``i + 1``, or ``i`` itself for
+    the frame's last row (a harmless re-read; branch-free for the reason ``_ahead`` gives)."""
+    return min(i + 1, n - 1)
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=True)
@@ -197,51 +181,50 @@ def adagrad_frame(state, bias, labels, offsets, indices, values, rweights, hp, s
     b0, a0 = bias[0], bias[1]
     b, a = b0, a0
     n = labels.shape[0]
-    ms = np.empty(GROUP)
-    _prefetch_span(state, indices, offsets[0], offsets[min(GROUP, n)])
+    _prefetch_span(state, indices, offsets[0], offsets[min(AHEAD, n)])
+    m_next = _margin(state, b, offsets, indices, values, 0) if n > 0 else 0.0
     tally = TALLY0
-    for i0 in range(0, n, GROUP):
-        r = min(GROUP, n - i0)
-        _margins(ms, state, b, offsets, indices, values, i0, r)
-        for q in range(r):
-            i = i0 + q
-            y = float(labels[i])
-            rw = float(rweights[i]) if has_w else 1.0
-            p, tally = _observe(stats, ms[q], y, rw, has_w, tally)
-            g = (p - y) * rw
-            a_, e_ = int(offsets[i]), int(offsets[i + 1])
-            nb, ne, shift = _ahead(offsets, i, n)
-            if g == 0.0:
-                _prefetch_span(state, indices, nb, ne)
-                continue
-            g32 = np.float32(g)
-            if has_v:
-                for k in range(a_, e_):
-                    if k + shift < ne:
-                        prefetch_write(state, indices[k + shift])
-                    j = indices[k]
-                    w = state[j, 0]
-                    gi = g32 * values[k] + l2_32 * w
-                    acc = state[j, 1] + gi * gi
-                    state[j, 1] = acc
-                    if acc > 0.0:
-                        state[j, 0] = w - lr32 * gi / np.sqrt(acc)
-            else:  # the common case, specialised: no per-index values
-                for k in range(a_, e_):
-                    if k + shift < ne:
-                        prefetch_write(state, indices[k + shift])
-                    j = indices[k]
-                    w = state[j, 0]
-                    gi = g32 + l2_32 * w
-                    acc = state[j, 1] + gi * gi
-                    state[j, 1] = acc
-                    if acc > 0.0:
-                        state[j, 0] = w - lr32 * gi / np.sqrt(acc)
-            _prefetch_span(state, indices, e_ + shift, ne)  # row i + GROUP is the longer one
-            a += g * g
-            b -= lr * g / math.sqrt(a)
-        tally = _settle(tally)
-    _flush(stats, n, tally)
+    for i in range(n):
+        m = m_next
+        m_next = _margin(state, b, offsets, indices, values, _next(i, n))  # before row i is learned
+        y = float(labels[i])
+        rw = float(rweights[i]) if has_w else 1.0
+        p, tally = _observe(stats, m, y, rw, has_w, tally)
+        if (i & (SETTLE - 1)) == SETTLE - 1:  # SETTLE is a power of two
+            tally = _settle(tally)
+        g = (p - y) * rw
+        a_, e_ = int(offsets[i]), int(offsets[i + 1])
+        nb, ne, shift = _ahead(offsets, i, n)
+        if g == 0.0:
+            _prefetch_span(state, indices, nb, ne)
+            continue
+        g32 = np.float32(g)
+        if has_v:
+            for k in range(a_, e_):
+                if k + shift < ne:
+                    prefetch_write(state, indices[k + shift])
+                j = indices[k]
+                w = state[j, 0]
+                gi = g32 * values[k] + l2_32 * w
+                acc = state[j, 1] + gi * gi
+                state[j, 1] = acc
+                if acc > 0.0:
+                    state[j, 0] = w - lr32 * gi / np.sqrt(acc)
+        else:  # the common case, specialised: no per-index values
+            for k in range(a_, e_):
+                if k + shift < ne:
+                    prefetch_write(state, indices[k + shift])
+                j = indices[k]
+                w = state[j, 0]
+                gi = g32 + l2_32 * w
+                acc = state[j, 1] + gi * gi
+                state[j, 1] = acc
+                if acc > 0.0:
+                    state[j, 0] = w - lr32 * gi / np.sqrt(acc)
+        _prefetch_span(state, indices, e_ + shift, ne)  # row i + AHEAD is the longer one
+        a += g * g
+        b -= lr * g / math.sqrt(a)
+    _flush(stats, n, _settle(tally))
     bias[0] += b - b0
     bias[1] += a - a0
 
@@ -254,35 +237,34 @@ def sgd_frame(state, bias, labels, offsets, indices, values, rweights, hp, stats
     b0 = bias[0]
     b = b0
     n = labels.shape[0]
-    ms = np.empty(GROUP)
-    _prefetch_span(state, indices, offsets[0], offsets[min(GROUP, n)])
+    _prefetch_span(state, indices, offsets[0], offsets[min(AHEAD, n)])
+    m_next = _margin(state, b, offsets, indices, values, 0) if n > 0 else 0.0
     tally = TALLY0
-    for i0 in range(0, n, GROUP):
-        r = min(GROUP, n - i0)
-        _margins(ms, state, b, offsets, indices, values, i0, r)
-        for q in range(r):
-            i = i0 + q
-            y = float(labels[i])
-            rw = float(rweights[i]) if has_w else 1.0
-            p, tally = _observe(stats, ms[q], y, rw, has_w, tally)
-            g = (p - y) * rw
-            lr = lr0 / (1.0 + decay * (t0 + i))
-            a_, e_ = int(offsets[i]), int(offsets[i + 1])
-            nb, ne, shift = _ahead(offsets, i, n)
-            if g == 0.0:
-                _prefetch_span(state, indices, nb, ne)
-                continue
-            for k in range(a_, e_):
-                if k + shift < ne:
-                    prefetch_write(state, indices[k + shift])
-                j = indices[k]
-                x = float(values[k]) if has_v else 1.0
-                w = float(state[j, 0])
-                state[j, 0] = w - lr * (g * x + l2 * w)
-            _prefetch_span(state, indices, e_ + shift, ne)
-            b -= lr * g
-        tally = _settle(tally)
-    _flush(stats, n, tally)
+    for i in range(n):
+        m = m_next
+        m_next = _margin(state, b, offsets, indices, values, _next(i, n))
+        y = float(labels[i])
+        rw = float(rweights[i]) if has_w else 1.0
+        p, tally = _observe(stats, m, y, rw, has_w, tally)
+        if (i & (SETTLE - 1)) == SETTLE - 1:  # SETTLE is a power of two
+            tally = _settle(tally)
+        g = (p - y) * rw
+        lr = lr0 / (1.0 + decay * (t0 + i))
+        a_, e_ = int(offsets[i]), int(offsets[i + 1])
+        nb, ne, shift = _ahead(offsets, i, n)
+        if g == 0.0:
+            _prefetch_span(state, indices, nb, ne)
+            continue
+        for k in range(a_, e_):
+            if k + shift < ne:
+                prefetch_write(state, indices[k + shift])
+            j = indices[k]
+            x = float(values[k]) if has_v else 1.0
+            w = float(state[j, 0])
+            state[j, 0] = w - lr * (g * x + l2 * w)
+        _prefetch_span(state, indices, e_ + shift, ne)
+        b -= lr * g
+    _flush(stats, n, _settle(tally))
     bias[0] += b - b0
 
 
@@ -294,10 +276,19 @@ def _ftrl_w(z, n, alpha, beta, l1, l2):
     return -(z - s * l1) / ((beta + math.sqrt(n)) / alpha + l2)
 
 
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _ftrl_margin(state, bw, offsets, indices, values, i, alpha, beta, l1, l2):
+    has_v = values.shape[0] > 0
+    m = bw
+    for k in range(offsets[i], offsets[i + 1]):
+        x = float(values[k]) if has_v else 1.0
+        m += _ftrl_w(float(state[indices[k], 0]), float(state[indices[k], 1]), alpha, beta, l1, l2) * x
+    return m
+
+
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=True)
 def ftrl_frame(state, bias, labels, offsets, indices, values, rweights, hp, stats):
     """FTRL-Proximal (McMahan et al. 2013): ``state[j] = [z, n]``, w materialised on the fly.
-
     ``hp[HP_LR]`` is alpha. The bias follows the same rule without L1/L2.
     """
     alpha, beta, l1, l2 = hp[HP_LR], hp[HP_BETA], hp[HP_L1], hp[HP_L2]
@@ -305,48 +296,44 @@ def ftrl_frame(state, bias, labels, offsets, indices, values, rweights, hp, stat
     z0, n0 = bias[0], bias[1]
     bz, bn = z0, n0
     n_rows = labels.shape[0]
-    ms = np.empty(GROUP)
-    _prefetch_span(state, indices, offsets[0], offsets[min(GROUP, n_rows)])
+    _prefetch_span(state, indices, offsets[0], offsets[min(AHEAD, n_rows)])
+    m_next = 0.0
+    if n_rows > 0:
+        m_next = _ftrl_margin(state, _ftrl_w(bz, bn, alpha, beta, 0.0, 0.0), offsets, indices, values, 0,
+                              alpha, beta, l1, l2)
     tally = TALLY0
-    for i0 in range(0, n_rows, GROUP):
-        r = min(GROUP, n_rows - i0)
-        bw = _ftrl_w(bz, bn, alpha, beta, 0.0, 0.0)
-        for q in range(r):
-            m = bw
-            for k in range(offsets[i0 + q], offsets[i0 + q + 1]):
-                j = indices[k]
-                x = float(values[k]) if has_v else 1.0
-                m += _ftrl_w(float(state[j, 0]), float(state[j, 1]), alpha, beta, l1, l2) * x
-            ms[q] = m
-        for q in range(r):
-            i = i0 + q
-            y = float(labels[i])
-            rw = float(rweights[i]) if has_w else 1.0
-            p, tally = _observe(stats, ms[q], y, rw, has_w, tally)
-            g = (p - y) * rw
-            a_, e_ = int(offsets[i]), int(offsets[i + 1])
-            nb, ne, shift = _ahead(offsets, i, n_rows)
-            if g == 0.0:
-                _prefetch_span(state, indices, nb, ne)
-                continue
-            for k in range(a_, e_):
-                if k + shift < ne:
-                    prefetch_write(state, indices[k + shift])
-                j = indices[k]
-                x = float(values[k]) if has_v else 1.0
-                z, n = float(state[j, 0]), float(state[j, 1])
-                w = _ftrl_w(z, n, alpha, beta, l1, l2)
-                gi = g * x
-                sigma = (math.sqrt(n + gi * gi) - math.sqrt(n)) / alpha
-                state[j, 0] = z + gi - sigma * w
-                state[j, 1] = n + gi * gi
-            _prefetch_span(state, indices, e_ + shift, ne)
-            bw_now = _ftrl_w(bz, bn, alpha, beta, 0.0, 0.0)
-            sigma = (math.sqrt(bn + g * g) - math.sqrt(bn)) / alpha
-            bz += g - sigma * bw_now
-            bn += g * g
-        tally = _settle(tally)
-    _flush(stats, n_rows, tally)
+    for i in range(n_rows):
+        m = m_next
+        m_next = _ftrl_margin(state, _ftrl_w(bz, bn, alpha, beta, 0.0, 0.0), offsets, indices, values,
+                              _next(i, n_rows), alpha, beta, l1, l2)
+        y = float(labels[i])
+        rw = float(rweights[i]) if has_w else 1.0
+        p, tally = _observe(stats, m, y, rw, has_w, tally)
+        if (i & (SETTLE - 1)) == SETTLE - 1:  # SETTLE is a power of two
+            tally = _settle(tally)
+        g = (p - y) * rw
+        a_, e_ = int(offsets[i]), int(offsets[i + 1])
+        nb, ne, shift = _ahead(offsets, i, n_rows)
+        if g == 0.0:
+            _prefetch_span(state, indices, nb, ne)
+            continue
+        for k in range(a_, e_):
+            if k + shift < ne:
+                prefetch_write(state, indices[k + shift])
+            j = indices[k]
+            x = float(values[k]) if has_v else 1.0
+            z, n = float(state[j, 0]), float(state[j, 1])
+            w = _ftrl_w(z, n, alpha, beta, l1, l2)
+            gi = g * x
+            sigma = (math.sqrt(n + gi * gi) - math.sqrt(n)) / alpha
+            state[j, 0] = z + gi - sigma * w
+            state[j, 1] = n + gi * gi
+        _prefetch_span(state, indices, e_ + shift, ne)
+        bw_now = _ftrl_w(bz, bn, alpha, beta, 0.0, 0.0)
+        sigma = (math.sqrt(bn + g * g) - math.sqrt(bn)) / alpha
+        bz += g - sigma * bw_now
+        bn += g * g
+    _flush(stats, n_rows, _settle(tally))
     bias[0] += bz - z0
     bias[1] += bn - n0
 

