@@ -81,7 +81,7 @@ def _flat(state):
 def _at(indices, k):
     """Where coordinate ``indices[k]`` starts in the flat state. Plain ``2 * j``: numba keeps a
     2-D array's row stride a runtime value, so ``state[j, 0]`` paid an integer multiply on every
-    access (bit-identical results; 1.09x at 2**14 and 1.12x at 2**18 weights, where the loads hit
+    access (bit-identical results; 1.09x at 2**14 and 1.11x at 2**18 weights, where the loads hit
     the cache; equal at 2**22, where memory decides)."""
     return 2 * np.intp(indices[k])
 
