@@ -165,3 +165,22 @@ def test_gather_sum_matches_naive():
     idx = rng.integers(0, 2 ** BITS, 500).astype(np.uint32)
     assert K.gather_sum(state, idx) == pytest.approx(naive.gather_sum(state, idx), rel=1e-12)
     assert K.gather_sum(state, idx[:0]) == 0.0
+
+
+@pytest.mark.parametrize("l1", [0.0, 0.05])
+def test_ftrl_without_beta_or_l2_learns_from_a_fresh_state(l1):
+    """``beta = l2 = 0``: a coordinate never learned has a zero denominator in FTRL's weight. The
+    kernel computes the weight of every coordinate and selects 0 for it (no branch), so that
+    division must neither raise nor leak into the margin."""
+    hyper = Hyper(Optimizer.FTRL, lr=0.2, l2=0.0, l1=l1, beta=0.0)
+    rng = np.random.default_rng(5)
+    frames = [random_frame(rng, 40) for _ in range(3)]
+    state, s_state = np.zeros((2 ** BITS, 2), np.float32), np.zeros((2 ** BITS, 2), np.float32)
+    bias, s_bias = np.zeros(2), np.zeros(2)
+    stats, s_stats = np.zeros(K.STATS_LEN), np.zeros(K.STATS_LEN)
+    for fr in frames:
+        K.ftrl_frame(state, bias, *fr, hyper.array(), stats)
+        naive.ftrl_frame(s_state, s_bias, *fr, hyper.array(), s_stats)
+    assert np.isfinite(state).all() and np.isfinite(stats).all()
+    assert state[:, 1].any()  # it learned
+    assert_same((state, bias, stats), (s_state, s_bias, s_stats))
