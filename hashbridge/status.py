@@ -22,6 +22,7 @@ from rich.text import Text
 
 from hashbridge.statusdata import ScrapeStatus, Status, gather
 from shared.settings import ENV_BOOTSTRAP, ENV_PREFIX, KafkaSettings
+from shared.signals import stop_on
 
 SERVICES = ("trainer", "scorer", "producer")
 # what each service's /metrics page contributes to the summary: (row label, sample name, label filter)
@@ -195,16 +196,16 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 console.print(render(st))
             return 0
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        if a.json:
-            while not stop.is_set():
-                print(json.dumps(_take(a, settings).to_dict(), sort_keys=True), flush=True)
-                stop.wait(a.watch)
-            return 0
-        with Live(console=console, auto_refresh=False, screen=False) as live:
-            while not stop.is_set():
-                live.update(render(_take(a, settings)), refresh=True)
-                stop.wait(a.watch)
+        with stop_on(stop.set, (signal.SIGTERM,)):  # Ctrl-C stays a KeyboardInterrupt
+            if a.json:
+                while not stop.is_set():
+                    print(json.dumps(_take(a, settings).to_dict(), sort_keys=True), flush=True)
+                    stop.wait(a.watch)
+                return 0
+            with Live(console=console, auto_refresh=False, screen=False) as live:
+                while not stop.is_set():
+                    live.update(render(_take(a, settings)), refresh=True)
+                    stop.wait(a.watch)
         return 0
     except KeyboardInterrupt:
         return 0

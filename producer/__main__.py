@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import uuid
 from contextlib import ExitStack
@@ -19,6 +18,7 @@ from shared.allocator import pretouch, reuse_large_buffers
 from shared.errors import ConfigError, HashbridgeError
 from shared.hashspec import Algorithm
 from shared.logs import setup_logging
+from shared.signals import stop_on
 from shared.settings import KafkaSettings
 from shared.startup import quiet_imports, skip_numba_blas_probe
 
@@ -196,8 +196,7 @@ def run(args: argparse.Namespace) -> int:
             if settings.progress and getattr(source, "size", 0) and sys.stderr.isatty():
                 progress = _progress(stack, source.size)
             service = ProducerService(settings, hasher, source, publisher, metrics, progress)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: service.stop())
+        stack.enter_context(stop_on(service.stop))
         if args.relay_topic:
             report = service.run(max_records=args.max_records, idle_exit=args.idle_exit)  # type: ignore[call-arg]
         else:
@@ -233,9 +232,8 @@ def _watch(args: argparse.Namespace, schema: Schema, key: bytes | None, hasher: 
             spool.on_stop = None
 
     spool = SpoolService(Path(args.watch), publish_file, metrics)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: spool.stop())
-    report = spool.run(idle_exit=args.idle_exit)
+    with stop_on(spool.stop):
+        report = spool.run(idle_exit=args.idle_exit)
     print(f"watched {args.watch}: {report.files_done} files published ({report.records_acked:,} records), "
           f"{report.files_failed} failed", file=sys.stderr)
     return 1 if report.files_failed else 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import signal
 import sys
 
 from prometheus_client import start_http_server
@@ -15,6 +14,7 @@ from scorer.settings import MODE_DEFAULTS, ScorerSettings
 from shared.errors import HashbridgeError
 from shared.allocator import reuse_large_buffers
 from shared.logs import setup_logging
+from shared.signals import stop_on
 from shared.startup import skip_numba_blas_probe
 
 log = logging.getLogger("scorer")
@@ -62,12 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=metrics.registry)
     service = ScorerService(settings, metrics)
-    signal.signal(signal.SIGTERM, lambda *_: service.stop())
-    signal.signal(signal.SIGINT, lambda *_: service.stop())
     log.info("scorer starting: mode=%s group=%s topics=%s*", settings.mode, settings.group,
              settings.kafka.topics.prefix)
     try:
-        with service:
+        with service, stop_on(service.stop):
             # start-up objects (numba's compiler, the librdkafka wrappers, the model) live for the
             # whole run: out of the collector's sight, a full collection no longer walks them
             # (one took 50-130 ms, a request-latency tail)

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 
 from shared.errors import HashbridgeError
 from shared.logs import setup_logging
+from shared.signals import stop_on
 from trainer.settings import TrainerSettings
 from trainer.supervisor import Supervisor
 
@@ -21,10 +21,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hashbridge train: {exc}", file=sys.stderr)
         return 2
     sup = Supervisor(settings)
-    signal.signal(signal.SIGTERM, lambda *_: sup.stop())
-    signal.signal(signal.SIGINT, lambda *_: sup.stop())
     try:
-        final = sup.run()
+        with stop_on(sup.stop):
+            final = sup.run()
     except HashbridgeError as exc:
         log.error("trainer failed: %s", exc)
         return 1

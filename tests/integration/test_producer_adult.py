@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import re
 import shutil
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -64,10 +65,13 @@ def test_adult_train_file_arrives_complete_and_leaks_nothing(kafka_bootstrap, tm
     schema_path = tmp_path / "adult.schema.toml"
     write_key(tmp_path / "owner.key")
     prefix = f"t{uuid.uuid4().hex[:10]}."
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     rc = produce_cli.main(["--input", str(ADULT), "--schema", str(schema_path), "--key", str(tmp_path / "owner.key"),
                            "--bootstrap", kafka_bootstrap, "--topic-prefix", prefix, "--frame-records", "1000",
                            "--no-progress"])
     assert rc == 0
+    # main called in-process hands the signals back: no handler keeps its producer alive
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
     schema = load_schema(schema_path)
     assert not schema.unfitted  # edges were learned and saved next to the schema
 
@@ -90,8 +94,11 @@ def test_adult_train_file_arrives_complete_and_leaks_nothing(kafka_bootstrap, tm
 
     # no raw value (>= 4 characters) and no column name on any topic of this pipeline
     words = forbidden_strings(ADULT, schema.names or ())
-    topics = [t for t in Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "x"}).list_topics(timeout=10).topics
-              if t.startswith(prefix)]
+    lister = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "x"})
+    try:
+        topics = [t for t in lister.list_topics(timeout=10).topics if t.startswith(prefix)]
+    finally:
+        lister.close()
     assert len(topics) >= 5
     scanned = 0
     for topic in topics:
